@@ -1,0 +1,68 @@
+"""python -m lab up|down|status|probe [-i INVENTORY] [--json]"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from netmend.cluster import SpecError
+
+from lab import probe, topology
+from lab.sh import LabError
+
+DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory" / "lab"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    parser.add_argument("command", choices=("up", "down", "status", "probe"))
+    parser.add_argument("-i", "--inventory", default=str(DEFAULT_INVENTORY), help="YAML inventory directory")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.exit(2, "lab: must run as root (it creates network namespaces)\n")
+    try:
+        if args.command == "up":
+            topology.up(args.inventory)
+        elif args.command == "down":
+            topology.down()
+        elif args.command == "status":
+            st = topology.status()
+            print(json.dumps(st, indent=2) if args.json else _status_text(st))
+            return 0 if st["up"] else 1
+        elif args.command == "probe":
+            results, elapsed = probe.run(None if args.inventory == str(DEFAULT_INVENTORY) else args.inventory)
+            if args.json:
+                print(json.dumps({"elapsed_s": round(elapsed, 3), "results": results}, indent=2))
+            else:
+                print(probe.table(results, elapsed))
+            return 0 if all(r["pass"] for r in results) else 1
+    except SpecError as exc:
+        print(f"lab: the inventory {args.inventory} is invalid; nothing was created:", file=sys.stderr)
+        for fieldname, message in exc.problems:
+            print(f"  {fieldname}: {message}", file=sys.stderr)
+        return 2
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status_text(st):
+    if not st.get("nodes"):
+        left = st.get("namespaces")
+        return "lab: down" + (f" (namespaces left: {' '.join(left)})" if left else "")
+    lines = [f"lab: {'up' if st['up'] else 'NOT HEALTHY'} ({st['inventory']})"]
+    for name, node in st["nodes"].items():
+        lines.append(f"  node {name:12} {node['address']:15} pid {node['pid']} "
+                     f"{'running' if node['running'] else 'STOPPED'}")
+    for proc in st["processes"]:
+        lines.append(f"  {proc['what']:17} {proc['netns']:15} pid {proc['pid']} "
+                     f"{'running' if proc['running'] else 'STOPPED'}")
+    lines.append(f"  ssh: ssh -F {st['ssh_config']} <node>")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

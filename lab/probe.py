@@ -1,0 +1,194 @@
+"""Real packets along every path of the seeds, each reported as pass or fail with its latency.
+
+A probe runs the agent (lab/agent.py) inside the namespace a packet starts from: a pod, a node
+(hostNetwork) or the outside host. Checks from one source go to one agent process; all sources
+run at once. A check whose outcome is expected to fail (a hostNetwork pod without
+ClusterFirstWithHostNet cannot resolve cluster names, seed 000 section 3) passes when it fails.
+"""
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import dataplane, topology
+from lab.inventory import load_cluster
+from lab.sh import ENV
+
+SPREAD_REQUESTS = 30
+ALL_PAIRS_UP_TO = 6
+
+
+@dataclass
+class Check:
+    id: str
+    path: str
+    source: str
+    target: str
+    spec: dict
+    expect_ok: bool = True
+    want: dict = field(default_factory=dict)  # extra conditions on the agent's result
+
+
+def plan(cluster, variables):
+    """Every check, grouped by the source it is sent from: {source: [Check]}."""
+    outside = variables.get("lab_outside_host", "203.0.113.10")
+    checks = {}
+
+    def add(source, check):
+        checks.setdefault(source, []).append(check)
+
+    pods = [p for p in cluster.pods if not p.host_network]
+    netcheck = {p.node: p for p in pods if p.app == "netcheck"}
+    nodes = cluster.nodes
+    backend = cluster.flannel["backend"]
+    for node in nodes:
+        src = netcheck[node.name]
+        source = f"pod:{node.name}:{src.name}"
+        for other in (p for p in pods if p.node == node.name and p is not src and _http_port(cluster, p)):
+            add(source, Check(f"pod-pod-same-node:{src.name}->{other.name}", "pod to pod, same node", src.name,
+                              f"{other.name} {other.ip}", _http(other.ip, _http_port(cluster, other))))
+            break
+        peers = nodes if len(nodes) <= ALL_PAIRS_UP_TO else [nodes[(node.index + 1) % len(nodes)]]
+        for peer in peers:
+            if peer.name == node.name:
+                continue
+            dst = netcheck[peer.name]
+            add(source, Check(f"pod-pod-cross-node:{src.name}->{dst.name}", f"pod to pod, cross node ({backend})",
+                              src.name, f"{dst.name} {dst.ip}", _http(dst.ip, 8080)))
+        add(source, Check(f"pod-outside:{src.name}", "pod to outside (MASQUERADE)", src.name, f"{outside}:80",
+                          _http(outside, 80), want={"clients": [node.address]}))
+        for svc in cluster.services:
+            replicas = {p.name for p in cluster.service_pods(svc)}
+            for port in svc.ports:
+                target = f"{svc.name} {svc.cluster_ip}:{port.port}/{port.protocol.lower()}"
+                cid = f"clusterip:{src.name}->{svc.namespace}/{svc.name}:{port.port}/{port.protocol.lower()}"
+                if port.port == 53:
+                    spec = {"kind": "dnsquery", "server": svc.cluster_ip, "port": 53,
+                            "name": f"kubernetes.default.svc.{cluster.cluster_domain}", "tcp": port.protocol == "TCP"}
+                    add(source, Check(cid, "pod to ClusterIP", src.name, target, spec))
+                elif port.target_port in _tcp_http_ports(cluster, svc):
+                    spread = len(replicas) > 1
+                    want = {"responders": sorted(replicas)} if spread else {}
+                    add(source, Check(cid, "pod to ClusterIP" + (" (spread)" if spread else ""), src.name, target,
+                                      _http(svc.cluster_ip, port.port, SPREAD_REQUESTS if spread else 1), want=want))
+        for name, expect in (("kubernetes", "kubernetes"), ("hello-world-service", "hello-world-service")):
+            svc = next((s for s in cluster.services if s.name == expect), None)
+            if svc:
+                add(source, Check(f"pod-dns:{src.name}:{name}", "pod DNS", src.name, name,
+                                  {"kind": "dns", "name": name, "expect": [svc.cluster_ip]}))
+    for svc in cluster.services:
+        for port in (p for p in svc.ports if p.node_port):
+            for node in nodes:
+                hostnet = " (hostNetwork endpoint)" if svc.host_network else ""
+                add("outside", Check(f"nodeport:outside->{node.name}:{port.node_port}",
+                                     f"outside to NodePort{hostnet}", "outside",
+                                     f"{svc.name} {node.address}:{port.node_port}",
+                                     _http(node.address, port.node_port, 3)))
+    for pod in (p for p in cluster.pods if p.host_network and p.app != "kubernetes"):
+        for policy, expect_ok in (("ClusterFirstWithHostNet", True), ("ClusterFirst", False)):
+            source = f"hostnet:{pod.node}:{pod.name}:{policy}"
+            for name, svc_name in (("kubernetes", "kubernetes"), ("hello-world-service", "hello-world-service")):
+                svc = next((s for s in cluster.services if s.name == svc_name), None)
+                if svc:
+                    add(source, Check(f"hostnet-dns:{pod.name}:{policy}:{name}",
+                                      f"hostNetwork pod DNS, {policy}", f"{pod.name} ({pod.node})", name,
+                                      {"kind": "dns", "name": name, "expect": [svc.cluster_ip]},
+                                      expect_ok=expect_ok))
+        break  # one hostNetwork pod shows both policies
+    return checks
+
+
+def _http(host, port, count=1):
+    return {"kind": "http", "host": host, "port": port, "count": count, "timeout": 3.0}
+
+
+def _tcp_http_ports(cluster, svc):
+    return {p.target_port for p in svc.ports if p.protocol == "TCP" and p.target_port != 53}
+
+
+def _http_port(cluster, pod):
+    svc = next((s for s in cluster.services if s.app == pod.app), None)
+    ports = sorted(_tcp_http_ports(cluster, svc)) if svc else [8080]
+    return ports[0] if ports else None
+
+
+def _argv(source, state):
+    """The command that runs the agent's probe inside a source: "outside", "pod:NODE:POD" or
+    "hostnet:NODE:POD:DNSPOLICY"."""
+    if source == "outside":
+        return ["ip", "netns", "exec", topology.OUTSIDE, "python3", str(Path(__file__).with_name("agent.py")),
+                "probe"]
+    kind, node, pod, *policy = source.split(":")
+    agent = ["python3", dataplane.AGENT, "probe"]
+    enter = ["nsenter", "-t", str(state["nodes"][node]["pid"]), "-n", "-m", "-u", "-p", "--"]
+    if kind == "pod":
+        return enter + ["ip", "netns", "exec", dataplane.POD_PREFIX + pod, *agent]
+    if policy == ["ClusterFirst"]:
+        return enter + agent  # the node's own resolv.conf, as the kubelet copies it
+    resolv = dataplane.HOSTNET_RESOLV.format(pod=pod)
+    return enter + ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "pod", *agent]
+
+
+def run(inventory=None):
+    """Run every probe; returns a list of result dicts."""
+    state = topology.require_up()
+    cluster, variables = load_cluster(inventory or state["inventory"])
+    checks = plan(cluster, variables)
+    started = time.monotonic()
+    procs = {}
+    for source, group in checks.items():
+        payload = json.dumps([{"id": c.id, **c.spec} for c in group])
+        proc = subprocess.Popen(_argv(source, state), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=ENV)
+        proc.stdin.write(payload)
+        proc.stdin.close()
+        procs[source] = proc
+    results = []
+    for source, proc in procs.items():
+        try:
+            out = proc.stdout.read()
+            err = proc.stderr.read()
+            proc.wait(timeout=30)
+            answers = {a["id"]: a for a in json.loads(out)}
+        except (ValueError, subprocess.TimeoutExpired) as exc:
+            proc.kill()
+            answers, err = {}, f"{err} {exc}"
+        for check in checks[source]:
+            results.append(_judge(check, answers.get(check.id), err))
+    elapsed = time.monotonic() - started
+    return results, elapsed
+
+
+def _judge(check, answer, err):
+    if answer is None:
+        ok, detail, latency = False, f"agent gave no answer: {err.strip()[-300:]}", None
+    else:
+        ok, detail, latency = bool(answer.get("ok")), answer.get("detail", ""), answer.get("latency_ms")
+        for key, wanted in check.want.items():
+            got = answer.get(key)
+            got_set = sorted(got) if isinstance(got, (list, dict)) else got
+            if ok and got_set != sorted(wanted):
+                ok, detail = False, f"{key} {got_set}, expected {sorted(wanted)}"
+        if ok and "responders" in answer and len(answer["responders"]) > 1:
+            detail = "spread " + ", ".join(f"{k}={v}" for k, v in sorted(answer["responders"].items()))
+        elif ok and answer.get("addresses"):
+            detail = " ".join(answer["addresses"])
+    return {"id": check.id, "path": check.path, "source": check.source, "target": check.target,
+            "expect": "ok" if check.expect_ok else "fail", "outcome": "ok" if ok else "fail",
+            "pass": ok == check.expect_ok, "latency_ms": latency, "detail": detail}
+
+
+def table(results, elapsed):
+    rows = [("RESULT", "PATH", "SOURCE", "TARGET", "EXPECT", "LATENCY", "DETAIL")]
+    for r in results:
+        lat = f"{r['latency_ms']:.2f} ms" if r["latency_ms"] is not None else "-"
+        rows.append(("pass" if r["pass"] else "FAIL", r["path"], r["source"], r["target"], r["expect"], lat,
+                     (r["detail"] or "")[:70]))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    passed = sum(r["pass"] for r in results)
+    lines.append(f"probes: {passed} passed, {len(results) - passed} failed in {elapsed:.2f} s")
+    return "\n".join(lines)
