@@ -1,4 +1,4 @@
-"""python -m lab up|down|status|probe [-i INVENTORY] [--json]"""
+"""python -m lab up|down|status|probe|image [-i INVENTORY] [--json] [--check]"""
 
 import argparse
 import json
@@ -6,19 +6,19 @@ import os
 import sys
 from pathlib import Path
 
-from netmend.cluster import SpecError
-
-from lab import probe, topology
+from lab import image, probe, topology
 from lab.sh import LabError
+from netmend.cluster import SpecError
 
 DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory" / "lab"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "probe"))
+    parser.add_argument("command", choices=("up", "down", "status", "probe", "image"))
     parser.add_argument("-i", "--inventory", default=str(DEFAULT_INVENTORY), help="YAML inventory directory")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--check", action="store_true", help="image: exit 1 if the node image needs a build")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.exit(2, "lab: must run as root (it creates network namespaces)\n")
@@ -27,6 +27,10 @@ def main(argv=None):
             topology.up(args.inventory)
         elif args.command == "down":
             topology.down()
+        elif args.command == "image":
+            if args.check:
+                return 0 if image.current(topology.ROOT / "image") else 1
+            image.ensure(topology.ROOT / "image")
         elif args.command == "status":
             st = topology.status()
             print(json.dumps(st, indent=2) if args.json else _status_text(st))

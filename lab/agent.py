@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 MAX_WORKERS = 32
 GUARD_MARGIN = 0.3  # seconds a check may overrun its timeout before it is abandoned
 RESOLV_CONF = "/etc/resolv.conf"
+MAX_PORT = 65535
 
 
 # --------------------------------------------------------------------------- helpers
@@ -117,8 +118,8 @@ def _port_list(text):
         ports = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of ports: {text!r}") from None
-    if not ports or any(not 0 <= port <= 65535 for port in ports):
-        raise argparse.ArgumentTypeError(f"ports must be in 0..65535: {text!r}")
+    if not ports or any(not 0 <= port <= MAX_PORT for port in ports):
+        raise argparse.ArgumentTypeError(f"ports must be in 0..{MAX_PORT}: {text!r}")
     return ports
 
 
@@ -251,7 +252,7 @@ def run_http(check, deadline):
             response = conn.getresponse()
             body = response.read()
             elapsed = time.perf_counter() - start
-            if response.status != 200:
+            if response.status != http.HTTPStatus.OK:
                 raise http.client.HTTPException(f"HTTP status {response.status}")
         except (OSError, http.client.HTTPException) as exc:
             errors.append(_error_text(exc))
@@ -317,6 +318,9 @@ def run_dns(check, deadline):
 
 
 DNS_TYPES = {"A": 1, "AAAA": 28}
+DNS_MAX_LABEL = 63  # bytes
+DNS_POINTER = 0xC0  # the top two bits of a length byte that mark a compression pointer
+IPV4_BYTES, IPV6_BYTES = 4, 16
 DNS_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 
@@ -325,7 +329,7 @@ def dns_encode_query(query_id, name, qtype):
     qname = b""
     for label in name.rstrip(".").split(".") if name.rstrip(".") else []:
         raw = label.encode("idna")
-        if not 0 < len(raw) < 64:
+        if not 0 < len(raw) <= DNS_MAX_LABEL:
             raise ValueError(f"bad DNS label {label!r} in {name!r}")
         qname += bytes([len(raw)]) + raw
     return struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + qname + b"\0" + struct.pack("!HH", qtype, 1)
@@ -335,7 +339,7 @@ def _dns_skip_name(msg, offset):
     """Offset just past a (possibly compressed) name; a pointer always ends the name."""
     for _ in range(128):  # at most 127 labels fit into 255 bytes
         length = msg[offset]
-        if length & 0xC0 == 0xC0:
+        if length & DNS_POINTER == DNS_POINTER:
             return offset + 2
         if length == 0:
             return offset + 1
@@ -359,9 +363,9 @@ def dns_decode_response(msg):
             if len(rdata) != rdlength:
                 raise ValueError("record data past end of message")
             offset += rdlength
-            if rtype == 1 and rdlength == 4:
+            if rtype == DNS_TYPES["A"] and rdlength == IPV4_BYTES:
                 addresses.append(socket.inet_ntop(socket.AF_INET, rdata))
-            elif rtype == 28 and rdlength == 16:
+            elif rtype == DNS_TYPES["AAAA"] and rdlength == IPV6_BYTES:
                 addresses.append(socket.inet_ntop(socket.AF_INET6, rdata))
     except (struct.error, IndexError) as exc:
         raise ValueError(f"malformed DNS response: {exc}") from None
@@ -418,14 +422,14 @@ def run_dnsquery(check, deadline):
 
 # kind -> (runner, its fields, extra result fields with their "no answer" values)
 KINDS = {
-    "http": (run_http, {"host": text(), "port": integer(1, 65535), "count": integer(1, 200, 1)},
+    "http": (run_http, {"host": text(), "port": integer(1, MAX_PORT), "count": integer(1, 200, 1)},
              {"responders": {}, "clients": [], "errors": 0}),
-    "tcp": (run_tcp, {"host": text(), "port": integer(1, 65535)}, {}),
-    "udp": (run_udp, {"host": text(), "port": integer(1, 65535), "payload": text("ping")},
+    "tcp": (run_tcp, {"host": text(), "port": integer(1, MAX_PORT)}, {}),
+    "udp": (run_udp, {"host": text(), "port": integer(1, MAX_PORT), "payload": text("ping")},
             {"responders": {}}),
     "dns": (run_dns, {"name": text(), "expect": ipv4_list(None)}, {"addresses": []}),
     "dnsquery": (run_dnsquery, {"server": text(), "name": text(), "qtype": choice(tuple(DNS_TYPES), "A"),
-                                "port": integer(1, 65535, 53), "tcp": boolean(False)},
+                                "port": integer(1, MAX_PORT, 53), "tcp": boolean(False)},
                  {"addresses": [], "rcode": None}),
 }
 COMMON_FIELDS = {"id": text(), "kind": choice(tuple(KINDS)), "timeout": number(0, 10, 2.0)}
@@ -472,7 +476,7 @@ def run_check(check):
     def target():
         try:
             box["fields"] = runner(check, deadline)
-        except Exception as exc:  # noqa: BLE001 (any failure is a failed check, not a crash)
+        except Exception as exc:  # any failure is a failed check, not a crash
             box["fields"] = {"ok": False, "detail": _error_text(exc)}
 
     worker = threading.Thread(target=target, daemon=True)

@@ -7,6 +7,7 @@ network namespaces inside a node with a small HTTP server; the cluster DNS is dn
 This is lab code: netmend's product code never depends on it.
 """
 
+import base64
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ POD_PREFIX = "nmlab-"
 ETCD_URL = "http://127.0.0.1:2379"
 FLANNEL_PREFIX = "/coreos.com/network"
 HOSTNET_RESOLV = "/var/lib/kubelet/pods/{pod}/etc-resolv.conf"
+DNS_PORT = 53
 
 
 def node_resolv_conf(variables):
@@ -57,8 +59,8 @@ def subnet_env(cluster, node):
 
 def build(cluster, variables, pids, log=print):
     with ThreadPoolExecutor(max_workers=8) as pool:
-        vtep_macs = dict(zip([n.name for n in cluster.nodes],
-                             pool.map(lambda n: _node_devices(cluster, n, pids[n.name]), cluster.nodes)))
+        macs = pool.map(lambda n: _node_devices(cluster, n, pids[n.name]), cluster.nodes)
+        vtep_macs = dict(zip([n.name for n in cluster.nodes], macs, strict=True))
     etcd_node = next(n for n in cluster.nodes if n.role == "control-plane")
     _start_etcd(etcd_node, pids[etcd_node.name])
     leases = _publish_leases(cluster, pids[etcd_node.name], vtep_macs)
@@ -119,7 +121,6 @@ def _publish_leases(cluster, pid, vtep_macs):
     in_node(pid, ["sh", "-c", script], timeout=120)
     out = in_node(pid, ["etcdctl", f"--endpoints={ETCD_URL}", "get", "--prefix", f"{FLANNEL_PREFIX}/subnets/",
                         "-w", "json"]).stdout
-    import base64
     leases = {}
     for kv in json.loads(out).get("kvs", []):
         key = base64.b64decode(kv["key"]).decode()
@@ -187,7 +188,7 @@ def _pods_script(cluster, variables, node):
             f"mkdir -p /etc/netns/{ns}",
             f"cat > /etc/netns/{ns}/resolv.conf <<'EOF'\n{resolv}EOF",
         ]
-        http_ports = [p for p in ports if p != 53]
+        http_ports = [p for p in ports if p != DNS_PORT]
         if http_ports:
             lines.append(f"setsid ip netns exec {ns} python3 {AGENT} serve --name {pod.name} "
                          f"--http {_csv(http_ports)} >{logf} 2>&1 </dev/null &")

@@ -106,12 +106,17 @@ def stamp():
     return hashlib.sha256(json.dumps([PACKAGES, INIT, FIREWALLD_INIT]).encode()).hexdigest()
 
 
+def current(image_dir):
+    stamp_file = Path(image_dir) / "stamp"
+    return stamp_file.exists() and stamp_file.read_text() == stamp()
+
+
 def ensure(image_dir, log=print):
     """Build the layer at image_dir unless it is current. Returns the layer path."""
     image = Path(image_dir)
-    stamp_file = image / "stamp"
-    if stamp_file.exists() and stamp_file.read_text() == stamp():
+    if current(image):
         return image
+    stamp_file = image / "stamp"
     log(f"building the node image in {image} (apt, once)")
     new = Path(f"{image}.new")
     shutil.rmtree(new, ignore_errors=True)
@@ -121,7 +126,7 @@ def ensure(image_dir, log=print):
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "INIT": INIT, "INIT_PATH": INIT_PATH,
            "FIREWALLD_INIT": FIREWALLD_INIT, "LC_ALL": "C"}
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", BUILD, "build",
-                           str(image), *PACKAGES], env=env, capture_output=True, text=True)
+                           str(image), *PACKAGES], env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"node image build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     shutil.rmtree(new / "work")

@@ -32,8 +32,7 @@ FLANNEL_COMMENT = '-m comment --comment "flanneld masq"'
 def saved_rules(existing_save):
     """{table: {line}} of an `iptables-save` text (several saves may be concatenated)."""
     tables, table = {}, None
-    for line in existing_save.splitlines():
-        line = line.strip()
+    for line in map(str.strip, existing_save.splitlines()):
         if line.startswith("*"):
             table = tables.setdefault(line[1:], set())
         elif table is not None and line and not line.startswith("#"):
@@ -51,22 +50,23 @@ def _saved_chains(existing, table, prefixes):
             if line.startswith(":") and line[1:].startswith(prefixes)}
 
 
-def _service_rules(cluster, svc, port, nat, chains, filter_rules):
+def _service_rules(cluster, svc, port):
+    """One service port's rules: (filter rules, {nat part: rules}, the KUBE-SVC/KUBE-SEP chains it declares)."""
     spn = service_port_name(svc.namespace, svc.name, port.name)
     proto = port.protocol.lower()
     match = f"-p {proto} -m comment --comment \"{spn} cluster IP\" -m {proto} --dport {port.port}"
     endpoints = [f"{ip}:{target}" for ip, target in cluster.endpoints(svc, port)]
     if not endpoints:
-        filter_rules.append(f"-A KUBE-SERVICES -d {svc.cluster_ip}/32 -p {proto} -m comment --comment "
-                            f"\"{spn} has no endpoints\" -m {proto} --dport {port.port} "
-                            "-j REJECT --reject-with icmp-port-unreachable")
-        return
+        reject = (f"-A KUBE-SERVICES -d {svc.cluster_ip}/32 -p {proto} -m comment --comment "
+                  f"\"{spn} has no endpoints\" -m {proto} --dport {port.port} "
+                  "-j REJECT --reject-with icmp-port-unreachable")
+        return [reject], {}, []
     svc_chain = service_chain(svc.namespace, svc.name, port.name, port.protocol)
-    chains.append(svc_chain)
-    nat["KUBE-SERVICES"] += [
+    chains = [svc_chain]
+    nat = {"KUBE-SERVICES": [
         f"-A KUBE-SERVICES ! -s {cluster.pod_cidr} -d {svc.cluster_ip}/32 {match} -j KUBE-MARK-MASQ",
         f"-A KUBE-SERVICES -d {svc.cluster_ip}/32 {match} -j {svc_chain}",
-    ]
+    ], "KUBE-NODEPORTS": [], "KUBE-SVC": [], "KUBE-SEP": []}
     if port.node_port:
         node_match = f"-p {proto} -m comment --comment \"{spn}\" -m {proto} --dport {port.node_port}"
         nat["KUBE-NODEPORTS"] += [f"-A KUBE-NODEPORTS {node_match} -j KUBE-MARK-MASQ",
@@ -79,6 +79,7 @@ def _service_rules(cluster, svc, port, nat, chains, filter_rules):
         nat["KUBE-SVC"].append(f"-A {svc_chain} {statistic}-j {sep}")
         nat["KUBE-SEP"] += [f"-A {sep} -s {endpoint.split(':')[0]}/32 -j KUBE-MARK-MASQ",
                             f"-A {sep} -p {proto} -m {proto} -j DNAT --to-destination {endpoint}"]
+    return [], nat, chains
 
 
 def render_rules(cluster, node, existing_save=""):
@@ -87,7 +88,11 @@ def render_rules(cluster, node, existing_save=""):
     chains, filter_rules = [], []
     for svc in cluster.services:
         for port in svc.ports:
-            _service_rules(cluster, svc, port, nat, chains, filter_rules)
+            port_filter, port_nat, port_chains = _service_rules(cluster, svc, port)
+            filter_rules += port_filter
+            chains += port_chains
+            for part, rules in port_nat.items():
+                nat[part] += rules
     nat["KUBE-SERVICES"].append(
         '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule '
         'in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')

@@ -18,6 +18,8 @@ from lab.sh import ENV
 
 SPREAD_REQUESTS = 30
 ALL_PAIRS_UP_TO = 6
+# Every pod resolves these service names (the ones present in the cluster) by the cluster DNS.
+DNS_NAMES = ("kubernetes", "hello-world-service")
 
 
 @dataclass
@@ -35,69 +37,94 @@ def plan(cluster, variables):
     """Every check, grouped by the source it is sent from: {source: [Check]}."""
     outside = variables.get("lab_outside_host", "203.0.113.10")
     checks = {}
-
-    def add(source, check):
-        checks.setdefault(source, []).append(check)
-
     pods = [p for p in cluster.pods if not p.host_network]
     netcheck = {p.node: p for p in pods if p.app == "netcheck"}
-    nodes = cluster.nodes
-    backend = cluster.flannel["backend"]
-    for node in nodes:
+    for node in cluster.nodes:
         src = netcheck[node.name]
-        source = f"pod:{node.name}:{src.name}"
-        for other in (p for p in pods if p.node == node.name and p is not src and _http_port(cluster, p)):
-            add(source, Check(f"pod-pod-same-node:{src.name}->{other.name}", "pod to pod, same node", src.name,
-                              f"{other.name} {other.ip}", _http(other.ip, _http_port(cluster, other))))
-            break
-        peers = nodes if len(nodes) <= ALL_PAIRS_UP_TO else [nodes[(node.index + 1) % len(nodes)]]
-        for peer in peers:
-            if peer.name == node.name:
-                continue
-            dst = netcheck[peer.name]
-            add(source, Check(f"pod-pod-cross-node:{src.name}->{dst.name}", f"pod to pod, cross node ({backend})",
-                              src.name, f"{dst.name} {dst.ip}", _http(dst.ip, 8080)))
-        add(source, Check(f"pod-outside:{src.name}", "pod to outside (MASQUERADE)", src.name, f"{outside}:80",
-                          _http(outside, 80), want={"clients": [node.address]}))
-        for svc in cluster.services:
-            replicas = {p.name for p in cluster.service_pods(svc)}
-            for port in svc.ports:
-                target = f"{svc.name} {svc.cluster_ip}:{port.port}/{port.protocol.lower()}"
-                cid = f"clusterip:{src.name}->{svc.namespace}/{svc.name}:{port.port}/{port.protocol.lower()}"
-                if port.port == 53:
-                    spec = {"kind": "dnsquery", "server": svc.cluster_ip, "port": 53,
-                            "name": f"kubernetes.default.svc.{cluster.cluster_domain}", "tcp": port.protocol == "TCP"}
-                    add(source, Check(cid, "pod to ClusterIP", src.name, target, spec))
-                elif port.target_port in _tcp_http_ports(cluster, svc):
-                    spread = len(replicas) > 1
-                    want = {"responders": sorted(replicas)} if spread else {}
-                    add(source, Check(cid, "pod to ClusterIP" + (" (spread)" if spread else ""), src.name, target,
-                                      _http(svc.cluster_ip, port.port, SPREAD_REQUESTS if spread else 1), want=want))
-        for name, expect in (("kubernetes", "kubernetes"), ("hello-world-service", "hello-world-service")):
-            svc = next((s for s in cluster.services if s.name == expect), None)
-            if svc:
-                add(source, Check(f"pod-dns:{src.name}:{name}", "pod DNS", src.name, name,
-                                  {"kind": "dns", "name": name, "expect": [svc.cluster_ip]}))
-    for svc in cluster.services:
-        for port in (p for p in svc.ports if p.node_port):
-            for node in nodes:
-                hostnet = " (hostNetwork endpoint)" if svc.host_network else ""
-                add("outside", Check(f"nodeport:outside->{node.name}:{port.node_port}",
-                                     f"outside to NodePort{hostnet}", "outside",
-                                     f"{svc.name} {node.address}:{port.node_port}",
-                                     _http(node.address, port.node_port, 3)))
-    for pod in (p for p in cluster.pods if p.host_network and p.app != "kubernetes"):
+        group = checks.setdefault(f"pod:{node.name}:{src.name}", [])
+        group += _same_node_checks(cluster, pods, src)
+        group += _cross_node_checks(cluster, node, netcheck)
+        group.append(Check(f"pod-outside:{src.name}", "pod to outside (MASQUERADE)", src.name, f"{outside}:80",
+                           _http(outside, 80), want={"clients": [node.address]}))
+        group += _cluster_ip_checks(cluster, src)
+        group += [Check(f"pod-dns:{src.name}:{name}", "pod DNS", src.name, name, _dns(name, svc))
+                  for name, svc in _dns_targets(cluster)]
+    nodeport = _nodeport_checks(cluster)
+    if nodeport:
+        checks.setdefault("outside", []).extend(nodeport)
+    # One hostNetwork pod shows both DNS policies.
+    pod = next((p for p in cluster.pods if p.host_network and p.app != "kubernetes"), None)
+    if pod is not None:
         for policy, expect_ok in (("ClusterFirstWithHostNet", True), ("ClusterFirst", False)):
-            source = f"hostnet:{pod.node}:{pod.name}:{policy}"
-            for name, svc_name in (("kubernetes", "kubernetes"), ("hello-world-service", "hello-world-service")):
-                svc = next((s for s in cluster.services if s.name == svc_name), None)
-                if svc:
-                    add(source, Check(f"hostnet-dns:{pod.name}:{policy}:{name}",
-                                      f"hostNetwork pod DNS, {policy}", f"{pod.name} ({pod.node})", name,
-                                      {"kind": "dns", "name": name, "expect": [svc.cluster_ip]},
-                                      expect_ok=expect_ok))
-        break  # one hostNetwork pod shows both policies
+            group = [Check(f"hostnet-dns:{pod.name}:{policy}:{name}", f"hostNetwork pod DNS, {policy}",
+                           f"{pod.name} ({pod.node})", name, _dns(name, svc), expect_ok=expect_ok)
+                     for name, svc in _dns_targets(cluster)]
+            if group:
+                checks.setdefault(f"hostnet:{pod.node}:{pod.name}:{policy}", []).extend(group)
     return checks
+
+
+def _same_node_checks(cluster, pods, src):
+    """From src's netcheck pod to the first other HTTP pod on its node, if there is one."""
+    other = next((p for p in pods if p.node == src.node and p is not src and _http_port(cluster, p)), None)
+    if other is None:
+        return []
+    return [Check(f"pod-pod-same-node:{src.name}->{other.name}", "pod to pod, same node", src.name,
+                  f"{other.name} {other.ip}", _http(other.ip, _http_port(cluster, other)))]
+
+
+def _cross_node_checks(cluster, node, netcheck):
+    """To the netcheck pod of every other node, or only of the next node in larger clusters."""
+    nodes = cluster.nodes
+    src = netcheck[node.name]
+    backend = cluster.flannel["backend"]
+    peers = nodes if len(nodes) <= ALL_PAIRS_UP_TO else [nodes[(node.index + 1) % len(nodes)]]
+    return [Check(f"pod-pod-cross-node:{src.name}->{dst.name}", f"pod to pod, cross node ({backend})",
+                  src.name, f"{dst.name} {dst.ip}", _http(dst.ip, 8080))
+            for dst in (netcheck[peer.name] for peer in peers if peer.name != node.name)]
+
+
+def _cluster_ip_checks(cluster, src):
+    """Every service port from src: a DNS query to DNS ports, HTTP (spread over the replicas) to TCP ports."""
+    checks = []
+    for svc in cluster.services:
+        replicas = {p.name for p in cluster.service_pods(svc)}
+        for port in svc.ports:
+            target = f"{svc.name} {svc.cluster_ip}:{port.port}/{port.protocol.lower()}"
+            cid = f"clusterip:{src.name}->{svc.namespace}/{svc.name}:{port.port}/{port.protocol.lower()}"
+            if port.port == dataplane.DNS_PORT:
+                spec = {"kind": "dnsquery", "server": svc.cluster_ip, "port": dataplane.DNS_PORT,
+                        "name": f"kubernetes.default.svc.{cluster.cluster_domain}", "tcp": port.protocol == "TCP"}
+                checks.append(Check(cid, "pod to ClusterIP", src.name, target, spec))
+            elif port.target_port in _tcp_http_ports(cluster, svc):
+                spread = len(replicas) > 1
+                want = {"responders": sorted(replicas)} if spread else {}
+                checks.append(Check(cid, "pod to ClusterIP" + (" (spread)" if spread else ""), src.name, target,
+                                    _http(svc.cluster_ip, port.port, SPREAD_REQUESTS if spread else 1), want=want))
+    return checks
+
+
+def _nodeport_checks(cluster):
+    """From the outside host to every node's NodePort of every service port that has one."""
+    checks = []
+    for svc in cluster.services:
+        hostnet = " (hostNetwork endpoint)" if svc.host_network else ""
+        for port in (p for p in svc.ports if p.node_port):
+            checks += [Check(f"nodeport:outside->{node.name}:{port.node_port}", f"outside to NodePort{hostnet}",
+                             "outside", f"{svc.name} {node.address}:{port.node_port}",
+                             _http(node.address, port.node_port, 3))
+                       for node in cluster.nodes]
+    return checks
+
+
+def _dns_targets(cluster):
+    """(name, service) of the DNS_NAMES that are services of the cluster."""
+    found = ((name, next((s for s in cluster.services if s.name == name), None)) for name in DNS_NAMES)
+    return [(name, svc) for name, svc in found if svc is not None]
+
+
+def _dns(name, svc):
+    return {"kind": "dns", "name": name, "expect": [svc.cluster_ip]}
 
 
 def _http(host, port, count=1):
@@ -105,7 +132,7 @@ def _http(host, port, count=1):
 
 
 def _tcp_http_ports(cluster, svc):
-    return {p.target_port for p in svc.ports if p.protocol == "TCP" and p.target_port != 53}
+    return {p.target_port for p in svc.ports if p.protocol == "TCP" and p.target_port != dataplane.DNS_PORT}
 
 
 def _http_port(cluster, pod):
@@ -124,12 +151,12 @@ def _argv(source, state):
     agent = ["python3", dataplane.AGENT, "probe"]
     enter = ["nsenter", "-t", str(state["nodes"][node]["pid"]), "-n", "-m", "-u", "-p", "--"]
     if kind == "pod":
-        return enter + ["ip", "netns", "exec", dataplane.POD_PREFIX + pod, *agent]
+        return [*enter, "ip", "netns", "exec", dataplane.POD_PREFIX + pod, *agent]
     if policy == ["ClusterFirst"]:
         return enter + agent  # the node's own resolv.conf, as the kubelet copies it
     resolv = dataplane.HOSTNET_RESOLV.format(pod=pod)
-    return enter + ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "pod", *agent]
+    return [*enter, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "pod", *agent]
 
 
 def run(inventory=None):
@@ -188,7 +215,9 @@ def table(results, elapsed):
         rows.append(("pass" if r["pass"] else "FAIL", r["path"], r["source"], r["target"], r["expect"], lat,
                      (r["detail"] or "")[:70]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    # Every column but the last (DETAIL) is padded to its width.
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+             for row in rows]
     passed = sum(r["pass"] for r in results)
     lines.append(f"probes: {passed} passed, {len(results) - passed} failed in {elapsed:.2f} s")
     return "\n".join(lines)

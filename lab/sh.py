@@ -11,7 +11,7 @@ class LabError(RuntimeError):
 
 
 def run(argv, input=None, check=True, timeout=60):
-    proc = subprocess.run(argv, input=input, capture_output=True, text=True, env=ENV, timeout=timeout)
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True, env=ENV, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
@@ -45,7 +45,12 @@ def write_node_file(pid, path, text, mode=0o644):
 
 
 def alive(pid):
-    return pid and os.path.exists(f"/proc/{pid}")
+    """True while the process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError, TypeError):
+        return False
 
 
 def netns_inode(pid):

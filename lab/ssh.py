@@ -38,7 +38,8 @@ def make_keys(directory, node_names):
     client = d / "id_ed25519"
     _keygen(client, "netmend-lab")
     with ThreadPoolExecutor(max_workers=8) as pool:
-        host_keys = dict(zip(node_names, pool.map(lambda n: _keygen(d / "hosts" / n, f"root@{n}"), node_names)))
+        keys = pool.map(lambda n: _keygen(d / "hosts" / n, f"root@{n}"), node_names)
+        host_keys = dict(zip(node_names, keys, strict=True))
     return {"dir": d, "client": client, "hosts": host_keys}
 
 

@@ -9,6 +9,7 @@ The lab programs the data plane (flannel's devices, routes and leases, kube-prox
 only because flanneld and kube-proxy cannot run here; that code is lab code, not netmend's.
 """
 
+import ipaddress
 import json
 import os
 import shutil
@@ -141,7 +142,6 @@ def _underlay(cluster, variables):
 
 
 def _first_host(cidr):
-    import ipaddress
     return ipaddress.ip_network(cidr).network_address + 1
 
 

@@ -14,6 +14,8 @@ SERVICE_TYPES = ("ClusterIP", "NodePort")
 FLANNEL_BACKENDS = ("vxlan", "host-gw")
 NODE_GROUPS = ("control_plane", "workers")
 NODE_PORT_RANGE = (30000, 32767)
+PORT_RANGE = (1, 65535)
+SERVICE_KEYS = ("name", "namespace", "cluster_ip", "type", "host_network", "app", "replicas", "ports")
 # The pod every node runs for the probes (a DaemonSet in a real cluster).
 NETCHECK_APP = "netcheck"
 # A Kubernetes node name that is also a usable interface and namespace suffix.
@@ -131,7 +133,7 @@ class _Checker:
         except ValueError:
             self.fail(fieldname, f"{value!r} is not a network in CIDR form such as 10.244.0.0/16")
             return None
-        if net.version != 4:
+        if not isinstance(net, ipaddress.IPv4Network):
             self.fail(fieldname, f"{value} is IPv6; IPv4 networks are accepted")
             return None
         return net
@@ -145,7 +147,7 @@ class _Checker:
         except ValueError:
             self.fail(fieldname, f"{value!r} is not an IPv4 address")
             return None
-        if addr.version != 4:
+        if not isinstance(addr, ipaddress.IPv4Address):
             self.fail(fieldname, f"{value} is IPv6; IPv4 addresses are accepted")
             return None
         return addr
@@ -206,7 +208,7 @@ def build_cluster(hosts, variables, extra_networks=None):
         "backend": backend,
         "subnet_len": subnet_len,
         "vni": c.integer("flannel_vxlan_vni", v.get("flannel_vxlan_vni", 1), 1, 16777215),
-        "port": c.integer("flannel_vxlan_port", v.get("flannel_vxlan_port", 8472), 1, 65535),
+        "port": c.integer("flannel_vxlan_port", v.get("flannel_vxlan_port", 8472), *PORT_RANGE),
         "mtu": c.integer("flannel_mtu", v.get("flannel_mtu", 1450), 576, 9000),
     }
 
@@ -220,7 +222,7 @@ def build_cluster(hosts, variables, extra_networks=None):
     if dns and svc_net and dns not in svc_net:
         c.fail("netmend_cluster_dns", f"{dns} is outside netmend_service_cidr {svc_net}")
 
-    nodes = _nodes(c, hosts, networks, pod_net, subnet_len, v)
+    nodes = _nodes(c, hosts, networks, subnet_len, v)
     # Every inventory host, also one already reported bad, so its replicas are not misreported as unknown.
     node_names = list(dict.fromkeys(name for name, _, _ in (hosts or [])))
     services = _services(c, v.get("netmend_services", []), svc_net, dns, node_names)
@@ -236,7 +238,8 @@ def build_cluster(hosts, variables, extra_networks=None):
     return cluster
 
 
-def _nodes(c, hosts, networks, pod_net, subnet_len, v):
+def _nodes(c, hosts, networks, subnet_len, v):
+    pod_net = networks.get("netmend_pod_cidr")
     node_net = networks.get("netmend_node_cidr")
     gateway = v.get("lab_gateway")
     if not hosts:
@@ -283,84 +286,110 @@ def _services(c, specs, svc_net, dns, node_names):
     if not isinstance(specs, list):
         c.fail("netmend_services", "must be a list of services")
         return []
-    services, seen_ips, seen_names, node_ports = [], {}, set(), {}
-    for i, s in enumerate(specs):
-        where = f"netmend_services[{i}]"
+    check = _ServiceChecker(c, svc_net, dns, node_names)
+    services = (check.service(f"netmend_services[{i}]", s) for i, s in enumerate(specs))
+    return [svc for svc in services if svc is not None]
+
+
+class _ServiceChecker:
+    """Checks netmend_services entries in order; names, cluster IPs and node ports must be unique across them."""
+
+    def __init__(self, c, svc_net, dns, node_names):
+        self.c, self.svc_net, self.dns, self.node_names = c, svc_net, dns, node_names
+        self.seen_ips, self.seen_names, self.node_ports = {}, set(), {}
+
+    def service(self, where, s):
+        """The Service of one entry, or None when it has no usable name or is not a mapping."""
+        c = self.c
         if not isinstance(s, dict):
             c.fail(where, "must be a mapping with name, cluster_ip, ports and replicas")
-            continue
-        unknown = sorted(set(s) - {"name", "namespace", "cluster_ip", "type", "host_network",
-                                   "app", "replicas", "ports"})
+            return None
+        unknown = sorted(set(s) - set(SERVICE_KEYS))
         if unknown:
-            c.fail(where, f"unknown keys {', '.join(unknown)}; accepted: name, namespace, cluster_ip, "
-                   "type, host_network, app, replicas, ports")
+            c.fail(where, f"unknown keys {', '.join(unknown)}; accepted: {', '.join(SERVICE_KEYS)}")
         name = s.get("name")
         if not isinstance(name, str) or not name:
             c.fail(f"{where}.name", "is missing; a service name is required")
-            continue
+            return None
         namespace = s.get("namespace", "default")
-        if (namespace, name) in seen_names:
+        if (namespace, name) in self.seen_names:
             c.fail(f"{where}.name", f"duplicate service {namespace}/{name}")
-        seen_names.add((namespace, name))
-        ip = c.address(f"{where}.cluster_ip", s.get("cluster_ip"))
-        if ip is not None:
-            if svc_net and ip not in svc_net:
-                c.fail(f"{where}.cluster_ip", f"{ip} is outside netmend_service_cidr {svc_net}")
-            if str(ip) in seen_ips:
-                c.fail(f"{where}.cluster_ip", f"{ip} is already used by {seen_ips[str(ip)]}")
-            seen_ips[str(ip)] = name
-            if name == "kube-dns" and dns and ip != dns:
-                c.fail(f"{where}.cluster_ip", f"kube-dns must have netmend_cluster_dns ({dns}), not {ip}")
+        self.seen_names.add((namespace, name))
+        ip = self._cluster_ip(f"{where}.cluster_ip", s.get("cluster_ip"), name)
         stype = c.choice(f"{where}.type", s.get("type", "ClusterIP"), SERVICE_TYPES)
         host_network = s.get("host_network", False)
         if not isinstance(host_network, bool):
             c.fail(f"{where}.host_network", f"{host_network!r} is not a boolean")
-        replicas = s.get("replicas", [])
-        if not isinstance(replicas, list) or not replicas:
-            c.fail(f"{where}.replicas", "must be a non-empty list of node names, one per pod")
-            replicas = []
-        for j, node in enumerate(replicas):
-            if node not in node_names:
-                c.fail(f"{where}.replicas[{j}]", f"{node!r} is not a node of the inventory "
-                       f"({', '.join(node_names)})")
-        if host_network and len(set(replicas)) != len(replicas):
-            c.fail(f"{where}.replicas", "host_network pods share the node's ports: one per node")
-        ports = []
+        replicas = self._replicas(f"{where}.replicas", s.get("replicas", []), host_network)
         raw_ports = s.get("ports")
         if not isinstance(raw_ports, list) or not raw_ports:
             c.fail(f"{where}.ports", "must be a non-empty list of ports")
             raw_ports = []
-        for j, p in enumerate(raw_ports):
-            pw = f"{where}.ports[{j}]"
-            if not isinstance(p, dict):
-                c.fail(pw, "must be a mapping with port, target_port and protocol")
-                continue
-            port = c.integer(f"{pw}.port", p.get("port"), 1, 65535)
-            target = c.integer(f"{pw}.target_port", p.get("target_port", p.get("port")), 1, 65535)
-            proto = c.choice(f"{pw}.protocol", p.get("protocol", "TCP"), PROTOCOLS)
-            node_port = 0
-            if "node_port" in p:
-                if stype != "NodePort":
-                    c.fail(f"{pw}.node_port", "is only accepted for services of type NodePort")
-                node_port = c.integer(f"{pw}.node_port", p["node_port"], *NODE_PORT_RANGE) or 0
-                if node_port and (node_port, proto) in node_ports:
-                    c.fail(f"{pw}.node_port", f"{node_port}/{proto} is already used by "
-                           f"{node_ports[(node_port, proto)]}")
-                node_ports[(node_port, proto)] = name
-            elif stype == "NodePort":
+        ports = [self._port(f"{where}.ports[{j}]", p, stype, name) for j, p in enumerate(raw_ports)]
+        return Service(name=name, namespace=namespace, cluster_ip=str(ip), type=stype or "ClusterIP",
+                       host_network=bool(host_network), app=s.get("app", name),
+                       replicas=tuple(replicas), ports=tuple(p for p in ports if p is not None))
+
+    def _cluster_ip(self, fieldname, value, name):
+        c = self.c
+        ip = c.address(fieldname, value)
+        if ip is None:
+            return None
+        if self.svc_net and ip not in self.svc_net:
+            c.fail(fieldname, f"{ip} is outside netmend_service_cidr {self.svc_net}")
+        if str(ip) in self.seen_ips:
+            c.fail(fieldname, f"{ip} is already used by {self.seen_ips[str(ip)]}")
+        self.seen_ips[str(ip)] = name
+        if name == "kube-dns" and self.dns and ip != self.dns:
+            c.fail(fieldname, f"kube-dns must have netmend_cluster_dns ({self.dns}), not {ip}")
+        return ip
+
+    def _replicas(self, fieldname, replicas, host_network):
+        c = self.c
+        if not isinstance(replicas, list) or not replicas:
+            c.fail(fieldname, "must be a non-empty list of node names, one per pod")
+            return []
+        for j, node in enumerate(replicas):
+            if node not in self.node_names:
+                c.fail(f"{fieldname}[{j}]", f"{node!r} is not a node of the inventory "
+                       f"({', '.join(self.node_names)})")
+        if host_network and len(set(replicas)) != len(replicas):
+            c.fail(fieldname, "host_network pods share the node's ports: one per node")
+        return replicas
+
+    def _port(self, pw, p, stype, name):
+        """The Port of one entry of a service's ports, or None when it is unusable."""
+        c = self.c
+        if not isinstance(p, dict):
+            c.fail(pw, "must be a mapping with port, target_port and protocol")
+            return None
+        port = c.integer(f"{pw}.port", p.get("port"), *PORT_RANGE)
+        target = c.integer(f"{pw}.target_port", p.get("target_port", p.get("port")), *PORT_RANGE)
+        proto = c.choice(f"{pw}.protocol", p.get("protocol", "TCP"), PROTOCOLS)
+        node_port = self._node_port(pw, p, stype, proto, name)
+        pname = p.get("name", "")
+        if not isinstance(pname, str):
+            c.fail(f"{pw}.name", f"{pname!r} is not a string")
+            pname = ""
+        if None in (port, target, proto):
+            return None
+        return Port(name=pname, port=port, target_port=target, protocol=proto, node_port=node_port)
+
+    def _node_port(self, pw, p, stype, proto, name):
+        c = self.c
+        if "node_port" not in p:
+            if stype == "NodePort":
                 c.fail(f"{pw}.node_port", f"is required for a NodePort service; accepted: "
                        f"{NODE_PORT_RANGE[0]}-{NODE_PORT_RANGE[1]}")
-            pname = p.get("name", "")
-            if not isinstance(pname, str):
-                c.fail(f"{pw}.name", f"{pname!r} is not a string")
-                pname = ""
-            if None not in (port, target, proto):
-                ports.append(Port(name=pname, port=port, target_port=target, protocol=proto,
-                                  node_port=node_port))
-        services.append(Service(name=name, namespace=namespace, cluster_ip=str(ip), type=stype or "ClusterIP",
-                                host_network=bool(host_network), app=s.get("app", name),
-                                replicas=tuple(replicas), ports=tuple(ports)))
-    return services
+            return 0
+        if stype != "NodePort":
+            c.fail(f"{pw}.node_port", "is only accepted for services of type NodePort")
+        node_port = c.integer(f"{pw}.node_port", p["node_port"], *NODE_PORT_RANGE) or 0
+        if node_port and (node_port, proto) in self.node_ports:
+            c.fail(f"{pw}.node_port", f"{node_port}/{proto} is already used by "
+                   f"{self.node_ports[(node_port, proto)]}")
+        self.node_ports[(node_port, proto)] = name
+        return node_port
 
 
 def _place_pods(c, cluster):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from netmend.cluster import build_cluster
-from netmend.kubeproxy import endpoint_chain, port_proto_hash, probability, service_chain, written_probability
 
 from lab.kubeproxy import render_flannel_masq, render_rules, saved_rules
+from netmend.cluster import build_cluster
+from netmend.kubeproxy import endpoint_chain, port_proto_hash, probability, service_chain, written_probability
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_FIXTURE = ROOT / "tests/fixtures/iptables/seed000-nodeport-3-replicas.txt"
@@ -20,6 +20,7 @@ HOSTS = [("cp1", "control_plane", {"ansible_host": "198.51.100.11"}),
 BUILTIN_JUMP = re.compile(r"^-A (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ", re.MULTILINE)
 
 # Seed 000, lines 303-313: `iptables-save | grep KUBE-SERVICES` (nat) on k8s-n-1. Same cluster IPs as the lab.
+# Kept verbatim, one rule per line as iptables-save prints it, hence longer than the line limit.
 SEED_SERVICES = """\
 -A KUBE-SERVICES ! -s 10.244.0.0/16 -d 10.96.103.220/32 -p tcp -m comment --comment "default/hello-world-service: cluster IP" -m tcp --dport 4000 -j KUBE-MARK-MASQ
 -A KUBE-SERVICES -d 10.96.103.220/32 -p tcp -m comment --comment "default/hello-world-service: cluster IP" -m tcp --dport 4000 -j KUBE-SVC-5MRENC7Q6ZQR6GKR
@@ -31,11 +32,12 @@ SEED_SERVICES = """\
 -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "kube-system/kube-dns:dns-tcp cluster IP" -m tcp --dport 53 -j KUBE-SVC-ERIFXISQEP7F7OF4
 -A KUBE-SERVICES ! -s 10.244.0.0/16 -d 10.96.0.10/32 -p tcp -m comment --comment "kube-system/kube-dns:metrics cluster IP" -m tcp --dport 9153 -j KUBE-MARK-MASQ
 -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "kube-system/kube-dns:metrics cluster IP" -m tcp --dport 9153 -j KUBE-SVC-JD5MR3NA4I4DYORP
-""".splitlines()
+""".splitlines()  # noqa: E501
 SEED_LAST = ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule '
              'in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
 SEED_NODEPORTS = [
-    '-A KUBE-NODEPORTS -p tcp -m comment --comment "default/hello-world-service:" -m tcp --dport 30001 -j KUBE-MARK-MASQ',
+    ('-A KUBE-NODEPORTS -p tcp -m comment --comment "default/hello-world-service:" -m tcp --dport 30001 '
+     "-j KUBE-MARK-MASQ"),
     ('-A KUBE-NODEPORTS -p tcp -m comment --comment "default/hello-world-service:" -m tcp --dport 30001 '
      "-j KUBE-SVC-5MRENC7Q6ZQR6GKR"),
 ]
@@ -114,7 +116,7 @@ def test_seed_fixture_chain_names():
         f"-A {svc} -m statistic --mode random --probability {probability(1, 3)} -j {seps[1]}",
         f"-A {svc} -j {seps[2]}",
     ]
-    for sep, ip in zip(seps, ("10.244.1.6", "10.244.1.7", "10.244.2.2")):
+    for sep, ip in zip(seps, ("10.244.1.6", "10.244.1.7", "10.244.2.2"), strict=True):
         assert f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {ip}:8080" in text
 
 
@@ -137,7 +139,7 @@ def test_rendered_endpoints(cluster):
         f"-A KUBE-SVC-5MRENC7Q6ZQR6GKR -m statistic --mode random --probability 0.50000000000 -j {seps[1]}",
         f"-A KUBE-SVC-5MRENC7Q6ZQR6GKR -j {seps[2]}",
     ]
-    for sep, ep in zip(seps, endpoints):
+    for sep, ep in zip(seps, endpoints, strict=True):
         assert f"-A {sep} -s {ep.split(':')[0]}/32 -j KUBE-MARK-MASQ" in nat
         assert f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}" in nat
     dns_sep = endpoint_chain("kube-system", "kube-dns", "dns", "UDP", "10.244.0.3:53")  # coredns on cp1
