@@ -206,7 +206,7 @@ def test_pods_have_their_own_resolv_conf(lab):
     assert w1.file("/etc/resolv.conf").content_string.startswith("nameserver 203.0.113.10")
 
 
-def _broken_inventory(tmp_path, edit):
+def _edited_inventory(tmp_path, edit):
     inv = tmp_path / "inventory"
     shutil.copytree(LAB_INVENTORY, inv)
     cluster_file = inv / "group_vars" / "all" / "cluster.yml"
@@ -236,7 +236,7 @@ BAD_INVENTORIES = [
 def test_bad_inventory_stops_lab_up_before_anything_is_created(lab, tmp_path, case, field, edit):
     before = topology.lab_namespaces()
     state_before = topology.load_state()
-    inv = _broken_inventory(tmp_path, edit)
+    inv = _edited_inventory(tmp_path, edit)
     proc = lab_cli("up", "-i", str(inv), check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert field in proc.stderr and "nothing was created" in proc.stderr
@@ -276,3 +276,19 @@ def test_lab_cli_refuses_unknown_commands():
     proc = subprocess.run([sys.executable, "-m", "lab", "explode"], cwd=ROOT, capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_host_gw_backend_passes_every_probe(lab, tmp_path):
+    inv = _edited_inventory(tmp_path, lambda d: d["cluster"].update(flannel_backend_type="host-gw"))
+    try:
+        lab_cli("up", "-i", str(inv))
+        w1 = _host("w1")
+        assert "10.244.0.0/24 via 198.51.100.11 dev eth0" in w1.check_output("ip route")
+        assert w1.run("ip link show flannel.1").rc != 0
+        report = json.loads(lab_cli("probe", "--json", "-i", str(inv), check=False).stdout)
+        assert [r for r in report["results"] if not r["pass"]] == []
+        assert any(r["path"] == "pod to pod, cross node (host-gw)" for r in report["results"])
+    finally:
+        lab_cli("up")
+        lab.clear()
+        lab.update(topology.load_state())
