@@ -18,8 +18,11 @@ from lab.sh import ENV
 
 SPREAD_REQUESTS = 30
 ALL_PAIRS_UP_TO = 6
+AGENT_TIMEOUT = 30  # seconds for one source's whole batch; every check has its own, shorter timeout
 # Every pod resolves these service names (the ones present in the cluster) by the cluster DNS.
 DNS_NAMES = ("kubernetes", "hello-world-service")
+# A name only the outside DNS server knows: the cluster DNS must forward it upstream.
+OUTSIDE_NAME = topology.OUTSIDE_NAME
 
 
 @dataclass
@@ -49,6 +52,8 @@ def plan(cluster, variables):
         group += _cluster_ip_checks(cluster, src)
         group += [Check(f"pod-dns:{src.name}:{name}", "pod DNS", src.name, name, _dns(name, svc))
                   for name, svc in _dns_targets(cluster)]
+        group.append(Check(f"pod-dns:{src.name}:{OUTSIDE_NAME}", "pod DNS, forwarded upstream", src.name,
+                           OUTSIDE_NAME, {"kind": "dns", "name": OUTSIDE_NAME, "expect": [outside]}))
     nodeport = _nodeport_checks(cluster)
     if nodeport:
         checks.setdefault("outside", []).extend(nodeport)
@@ -96,7 +101,7 @@ def _cluster_ip_checks(cluster, src):
                 spec = {"kind": "dnsquery", "server": svc.cluster_ip, "port": dataplane.DNS_PORT,
                         "name": f"kubernetes.default.svc.{cluster.cluster_domain}", "tcp": port.protocol == "TCP"}
                 checks.append(Check(cid, "pod to ClusterIP", src.name, target, spec))
-            elif port.target_port in _tcp_http_ports(cluster, svc):
+            elif port.target_port in _tcp_http_ports(svc):
                 spread = len(replicas) > 1
                 want = {"responders": sorted(replicas)} if spread else {}
                 checks.append(Check(cid, "pod to ClusterIP" + (" (spread)" if spread else ""), src.name, target,
@@ -131,13 +136,13 @@ def _http(host, port, count=1):
     return {"kind": "http", "host": host, "port": port, "count": count, "timeout": 3.0}
 
 
-def _tcp_http_ports(cluster, svc):
+def _tcp_http_ports(svc):
     return {p.target_port for p in svc.ports if p.protocol == "TCP" and p.target_port != dataplane.DNS_PORT}
 
 
 def _http_port(cluster, pod):
     svc = next((s for s in cluster.services if s.app == pod.app), None)
-    ports = sorted(_tcp_http_ports(cluster, svc)) if svc else [8080]
+    ports = sorted(_tcp_http_ports(svc)) if svc else [8080]
     return ports[0] if ports else None
 
 
@@ -172,17 +177,17 @@ def run(inventory=None):
                                 stderr=subprocess.PIPE, text=True, env=ENV)
         proc.stdin.write(payload)
         proc.stdin.close()
+        proc.stdin = None  # written and closed: communicate() below only reads
         procs[source] = proc
     results = []
     for source, proc in procs.items():
         try:
-            out = proc.stdout.read()
-            err = proc.stderr.read()
-            proc.wait(timeout=30)
+            out, err = proc.communicate(timeout=AGENT_TIMEOUT)
             answers = {a["id"]: a for a in json.loads(out)}
         except (ValueError, subprocess.TimeoutExpired) as exc:
             proc.kill()
-            answers, err = {}, f"{err} {exc}"
+            proc.communicate()
+            answers, err = {}, str(exc)
         for check in checks[source]:
             results.append(_judge(check, answers.get(check.id), err))
     elapsed = time.monotonic() - started

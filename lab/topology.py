@@ -27,6 +27,7 @@ ROOT = Path("/srv/netmend-lab")
 RUN = ROOT / "run"
 STATE = RUN / "state.json"
 PREFIX = "nmlab-"
+OUTSIDE_NAME = "outside.test"  # the one name the outside DNS server answers
 SWITCH = PREFIX + "switch"
 OUTSIDE = PREFIX + "outside"
 NETNS_DIR = Path("/run/netns")
@@ -212,7 +213,7 @@ def _outside_host(variables):
                           "--http", "80", "--bind", outside]),
         ("outside-dns", ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--pid-file",
                          "--user=root", "--group=root", f"--listen-address={outside}", "--bind-interfaces",
-                         f"--address=/outside.test/{outside}", "--local=/"]),
+                         f"--address=/{OUTSIDE_NAME}/{outside}", "--address=/#/"]),
     ):
         with open(logs / f"{what}.log", "w") as logf:
             proc = subprocess.Popen(["ip", "netns", "exec", OUTSIDE, *argv], stdin=subprocess.DEVNULL,
@@ -251,6 +252,9 @@ def down(log=log):
     for entry in os.listdir("/proc"):
         if entry.isdigit() and netns_inode(entry) in inodes:
             pids.add(int(entry))
+    # A recorded PID may belong to someone else by now (the lab's processes die with the session
+    # that started them): only a process in a lab namespace or running the lab's boot is killed.
+    pids = {pid for pid in pids if _is_lab_process(pid, inodes)}
     for pid in pids:
         _kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
@@ -262,6 +266,16 @@ def down(log=log):
         run(["umount", str(NETNS_DIR)], check=False)
     shutil.rmtree(RUN, ignore_errors=True)
     log(f"down in {time.monotonic() - started:.2f} s ({len(namespaces)} namespaces, {len(pids)} processes)")
+
+
+def _is_lab_process(pid, lab_inodes):
+    if netns_inode(pid) in lab_inodes:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return str(RUN / "nodes").encode() in fh.read()
+    except OSError:
+        return False
 
 
 def _ns_inode(name):

@@ -75,7 +75,8 @@ def test_every_probe_passes_on_a_healthy_lab(lab):
     paths = {r["path"] for r in report["results"]}
     for wanted in ("pod to pod, same node", "pod to pod, cross node (vxlan)", "pod to outside (MASQUERADE)",
                    "pod to ClusterIP (spread)", "outside to NodePort", "outside to NodePort (hostNetwork endpoint)",
-                   "pod DNS", "hostNetwork pod DNS, ClusterFirstWithHostNet", "hostNetwork pod DNS, ClusterFirst"):
+                   "pod DNS", "pod DNS, forwarded upstream", "hostNetwork pod DNS, ClusterFirstWithHostNet",
+                   "hostNetwork pod DNS, ClusterFirst"):
         assert wanted in paths
     spread = [r for r in report["results"] if r["path"] == "pod to ClusterIP (spread)"]
     assert all(r["detail"].count("=") == 3 for r in spread), "every replica answers a ClusterIP"
@@ -270,6 +271,24 @@ def test_down_cleans_a_half_built_lab(lab):
     lab_cli("up")
     lab.clear()
     lab.update(topology.load_state())
+
+
+def test_down_never_kills_a_process_outside_the_lab(lab):
+    # The state file may name a PID that belongs to someone else by now.
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        state = topology.load_state()
+        state["processes"].append({"pid": bystander.pid, "what": "a reused PID", "netns": "none"})
+        topology.save_state(state)
+        lab_cli("down")
+        assert bystander.poll() is None
+        assert topology.lab_namespaces() == []
+    finally:
+        bystander.kill()
+        bystander.wait()
+        lab_cli("up")
+        lab.clear()
+        lab.update(topology.load_state())
 
 
 def test_lab_cli_refuses_unknown_commands():
