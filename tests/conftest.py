@@ -1,7 +1,6 @@
 """Shared test setup: the repository root and module_utils on sys.path, the lab fixture."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,18 +12,7 @@ for path in (ROOT, ROOT / "module_utils"):
         sys.path.insert(0, str(path))
 
 from lab import topology  # noqa: E402
-
-LAB_INVENTORY = ROOT / "inventory" / "lab"
-SSH_CONFIG = topology.RUN / "ssh" / "ssh_config"
-
-
-def lab_cli(*args, check=True, timeout=300):
-    """Run `python -m lab ARGS` as a user would."""
-    proc = subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from tests.labutil import lab_cli  # noqa: E402
 
 
 @pytest.fixture(scope="session")

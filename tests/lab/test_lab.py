@@ -11,8 +11,8 @@ import pytest
 import testinfra
 import yaml
 
-from conftest import LAB_INVENTORY, ROOT, SSH_CONFIG, lab_cli
 from lab import dataplane, topology
+from tests.labutil import LAB_INVENTORY, ROOT, SSH_CONFIG, lab_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
@@ -311,3 +311,22 @@ def test_host_gw_backend_passes_every_probe(lab, tmp_path):
         lab_cli("up")
         lab.clear()
         lab.update(topology.load_state())
+
+
+def test_forward_drop_breaks_pod_traffic_and_site_yml_repairs_it(lab):
+    lab_cli("up")  # a lab that netmend has not provisioned yet
+    lab.clear()
+    lab.update(topology.load_state())
+    for name in lab["nodes"]:
+        _host(name).check_output("iptables -P FORWARD DROP")  # what Docker does
+    report = json.loads(lab_cli("probe", "--json", check=False).stdout)
+    broken = {r["path"] for r in report["results"] if not r["pass"]}
+    assert {"pod to pod, cross node (vxlan)", "pod to outside (MASQUERADE)",
+            "outside to NodePort (hostNetwork endpoint)"} <= broken
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", "--tags", "forward"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(re.findall(r"changed=1 ", proc.stdout)) == len(lab["nodes"])
+    report = json.loads(lab_cli("probe", "--json", check=False).stdout)
+    assert [r for r in report["results"] if not r["pass"]] == []
+    assert _host("w1").check_output("iptables -S FORWARD").splitlines()[0] == "-P FORWARD DROP"

@@ -23,3 +23,9 @@ def test_every_lab_probe_passes():
                           text=True, timeout=120, check=False)
     failed = [r for r in json.loads(proc.stdout)["results"] if not r["pass"]]
     assert not failed
+
+
+def test_forward_accepts_pod_traffic_whatever_the_policy(host):
+    rules = host.check_output("iptables -S NETMEND-FORWARD")
+    assert "-A NETMEND-FORWARD -s 10.244.0.0/16" in rules
+    assert host.check_output("iptables -S FORWARD").splitlines()[1].endswith("-j NETMEND-FORWARD")

@@ -1,0 +1,106 @@
+"""iptables-save text: parsing, ownership, and --noflush restore payloads that touch only owned chains.
+
+Stdlib only. netmend changes iptables atomically with `iptables-restore -w --noflush`, and only
+chains that Kubernetes or netmend own (KUBE-*, FLANNEL-*, CNI-*, NETMEND-*) plus jump rules into
+them: never the host's own chains or rules.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+OWNED_PREFIXES = ("KUBE-", "FLANNEL-", "CNI-", "NETMEND-")
+BUILTIN_CHAINS = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
+_CHAIN_LINE = re.compile(r"^:(\S+) (\S+)(?: \[\d+:\d+\])?$")
+_VERSION = re.compile(r"^ip6?tables(?:-\S+)? v(\d+(?:\.\d+)*)(?: \((legacy|nf_tables)\))?")
+
+
+class IptablesSaveError(ValueError):
+    """Malformed iptables-save output; names the line and what was expected."""
+
+
+@dataclass
+class Table:
+    name: str
+    policies: dict = field(default_factory=dict)  # chain -> policy ("-" for user chains)
+    rules: list = field(default_factory=list)  # (chain, full "-A CHAIN ..." line)
+
+    def chain_rules(self, chain):
+        return [line for c, line in self.rules if c == chain]
+
+
+def parse_save(text):
+    """Parse `iptables-save` output into {table name: Table}."""
+    tables, current = {}, None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            if current is not None:
+                raise IptablesSaveError(f"line {number}: table {line[1:]} starts before {current.name} has COMMIT")
+            current = Table(line[1:])
+        elif current is None:
+            raise IptablesSaveError(f"line {number}: {line[:60]!r} is outside a table; expected '*<table>'")
+        elif line == "COMMIT":
+            tables[current.name] = current
+            current = None
+        elif line.startswith(":"):
+            match = _CHAIN_LINE.match(line)
+            if not match:
+                raise IptablesSaveError(f"line {number}: {line[:60]!r} is not a chain line ':NAME POLICY [p:b]'")
+            current.policies[match.group(1)] = match.group(2)
+        elif line.startswith("-A ") and len(line.split()) > 1:
+            chain = line.split()[1]
+            if chain not in current.policies:
+                raise IptablesSaveError(f"line {number}: rule for undeclared chain in {line[:60]!r}")
+            current.rules.append((chain, line))
+        else:
+            raise IptablesSaveError(f"line {number}: {line[:60]!r} is not a table, chain, rule or COMMIT line")
+    if current is not None:
+        raise IptablesSaveError(f"table {current.name} has no COMMIT: the output is truncated")
+    return tables
+
+
+def owned(chain):
+    return chain.startswith(OWNED_PREFIXES)
+
+
+def parse_version(text):
+    """`iptables -V` -> (version, backend) with backend "nf_tables" or "legacy"."""
+    match = _VERSION.match(text.strip())
+    if not match:
+        raise IptablesSaveError(f"{text.strip()[:60]!r} is not `iptables -V` output such as "
+                                "'iptables v1.8.9 (nf_tables)'")
+    return match.group(1), match.group(2) or "legacy"
+
+
+def restore_payload(table, chains=None, jumps=(), current=None):
+    """Text for `iptables-restore --noflush` that replaces owned chains wholesale and inserts jumps.
+
+    chains: {owned chain: [rule lines "-A CHAIN ..."]}; declaring a chain under --noflush flushes it.
+    jumps: rule lines into built-in chains ("-A FORWARD ..."), inserted at the top when missing from
+    current (a Table or None).
+    """
+    chains = chains or {}
+    for chain, rules in chains.items():
+        if not owned(chain):
+            raise ValueError(f"{chain} is not a chain netmend may replace; owned prefixes: {', '.join(OWNED_PREFIXES)}")
+        for rule in rules:
+            if rule.split()[:2] != ["-A", chain]:
+                raise ValueError(f"rule {rule!r} does not belong to chain {chain}")
+    existing = {line for _, line in current.rules} if current else set()
+    lines = [f"*{table}"]
+    lines += [f":{chain} - [0:0]" for chain in chains]
+    for rules in chains.values():
+        lines += rules
+    for jump in jumps:
+        if jump not in existing:
+            lines.append("-I " + jump[3:])
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,57 @@
+"""Run netmend's Ansible modules for real, inside a throwaway network and mount namespace.
+
+`unshare --net --mount` gives each test its own iptables rules, net.* sysctls and private tmpfs
+directories, so modules change real kernel state without touching this machine's own.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
+
+
+def can_sandbox():
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["unshare", "--net", "--mount", "true"], check=False).returncode == 0
+
+
+def module_cmd(module, args, check=False, diff=False):
+    """A shell command that runs one module on localhost and prints its result as one JSON line."""
+    argv = [str(ANSIBLE), "localhost", "-c", "local", "-i", "localhost,", "-M", str(ROOT / "library"),
+            "-m", module, "-a", json.dumps(args)]
+    argv += ["--check"] * check + ["--diff"] * diff
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def run_in_sandbox(script, private_dirs=(), path_prefix=None, timeout=120):
+    """Run a shell script in a new network and mount namespace with tmpfs over private_dirs."""
+    mounts = "".join(f"mount -t tmpfs tmpfs {shlex.quote(d)} && " for d in private_dirs)
+    env = {**os.environ, "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_STDOUT_CALLBACK": "json",
+           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    if path_prefix:
+        env["PATH"] = f"{path_prefix}:{env['PATH']}"
+    proc = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "sh", "-ec",
+                           f"{mounts}true\n{script}"], capture_output=True, text=True, env=env, timeout=timeout,
+                          check=False)
+    return proc
+
+
+def results(stdout):
+    """The per-host module results of every `ansible` run in a script's output, in order."""
+    found, decoder, i = [], json.JSONDecoder(), 0
+    while (start := stdout.find("{", i)) != -1:
+        try:
+            doc, end = decoder.raw_decode(stdout, start)
+        except ValueError:
+            i = start + 1
+            continue
+        if isinstance(doc, dict) and "plays" in doc:
+            found.append(doc["plays"][0]["tasks"][0]["hosts"]["localhost"])
+        i = end
+    return found

@@ -1,1 +1,0 @@
-"""Unit tests share tests/conftest.py (sys.path for lab and netmend)."""
