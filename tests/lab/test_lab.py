@@ -330,3 +330,46 @@ def test_forward_drop_breaks_pod_traffic_and_site_yml_repairs_it(lab):
     report = json.loads(lab_cli("probe", "--json", check=False).stdout)
     assert [r for r in report["results"] if not r["pass"]] == []
     assert _host("w1").check_output("iptables -S FORWARD").splitlines()[0] == "-P FORWARD DROP"
+
+
+def _playbook(*args):
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _node_state(host):
+    """What site.yml may change on a node, read over ssh."""
+    return host.check_output(
+        "iptables-save | grep -v '^#'; sysctl -a -r '^net\\.(ipv4|ipv6|bridge)' 2>/dev/null | grep -v stable_secret;"
+        " ls -la --time-style=+ /etc/sysctl.d /etc/modules-load.d; cat /etc/sysctl.d/* /etc/modules-load.d/*")
+
+
+def test_check_mode_on_a_fresh_lab_changes_nothing(lab):
+    lab_cli("up")
+    lab.clear()
+    lab.update(topology.load_state())
+    hosts = {name: _host(name) for name in lab["nodes"]}
+    before = {name: _node_state(h) for name, h in hosts.items()}
+    out = _playbook("--check", "--diff")
+    assert re.findall(r"changed=(\d+)", out) and all(int(n) > 0 for n in re.findall(r"changed=(\d+)", out))
+    assert {name: _node_state(h) for name, h in hosts.items()} == before
+
+
+def test_reverted_sysctls_break_traffic_and_site_yml_repairs_them(lab):
+    _playbook()  # a provisioned cluster, then a reboot or a hand loses two sysctls on w1
+    w1 = _host("w1")
+    w1.check_output("sysctl -qw net.ipv4.ip_forward=0 net.bridge.bridge-nf-call-iptables=0")
+    report = json.loads(lab_cli("probe", "--json", check=False).stdout)
+    broken = {r["id"] for r in report["results"] if not r["pass"]}
+    assert "pod-pod-cross-node:netcheck-w1->netcheck-cp1" in broken
+    # Without bridge-nf-call-iptables a pod cannot reach a ClusterIP backed by a pod on its own node.
+    assert "clusterip:netcheck-w1->default/hello-world-single:4000/tcp" in broken
+    out = _playbook("--tags", "kernel", "--limit", "w1")
+    assert re.search(r"w1\s+: ok=\d+\s+changed=1 ", out)
+    report = json.loads(lab_cli("probe", "--json", check=False).stdout)
+    assert [r for r in report["results"] if not r["pass"]] == []
+    persisted = w1.file("/etc/sysctl.d/90-netmend.conf").content_string
+    assert "net.ipv4.ip_forward = 1" in persisted and "net.bridge.bridge-nf-call-iptables = 1" in persisted
+    assert w1.file("/etc/modules-load.d/netmend.conf").contains("^br_netfilter$")
