@@ -9,6 +9,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from .errors import ProblemsError
+
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_TYPES = ("ClusterIP", "NodePort")
 FLANNEL_BACKENDS = ("vxlan", "host-gw")
@@ -22,12 +24,8 @@ NETCHECK_APP = "netcheck"
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
 
-class SpecError(ValueError):
+class SpecError(ProblemsError):
     """Bad inventory input. `problems` is a list of (field, message)."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__("\n".join(f"{f}: {m}" for f, m in self.problems))
 
 
 @dataclass(frozen=True)

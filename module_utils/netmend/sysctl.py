@@ -17,6 +17,8 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from .errors import ProblemsError
+
 # systemd-sysctl's search path, highest precedence first (sysctl.d(5)); /lib/sysctl.d is the
 # split-/usr location that procps still reads.
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
@@ -49,12 +51,8 @@ class SysctlFileError(ValueError):
         super().__init__(f"{source}, line {line}: {reason}; {ACCEPTED}")
 
 
-class SettingsError(ValueError):
+class SettingsError(ProblemsError):
     """Bad settings to write. `problems` is a list of (key, message)."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__("\n".join(f"{k}: {m}" for k, m in self.problems))
 
 
 @dataclass(frozen=True)
