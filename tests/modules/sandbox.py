@@ -20,6 +20,13 @@ def can_sandbox():
     return subprocess.run(["unshare", "--net", "--mount", "true"], check=False).returncode == 0
 
 
+def ansible_env(**extra):
+    """The environment for `ansible` ad-hoc runs of netmend's modules, with JSON results on stdout."""
+    return {**os.environ, "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_STDOUT_CALLBACK": "json",
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), **extra}
+
+
 def module_cmd(module, args, check=False, diff=False):
     """A shell command that runs one module on localhost and prints its result as one JSON line."""
     argv = [str(ANSIBLE), "localhost", "-c", "local", "-i", "localhost,", "-M", str(ROOT / "library"),
@@ -31,9 +38,7 @@ def module_cmd(module, args, check=False, diff=False):
 def run_in_sandbox(script, private_dirs=(), path_prefix=None, timeout=120):
     """Run a shell script in a new network and mount namespace with tmpfs over private_dirs."""
     mounts = "".join(f"mount -t tmpfs tmpfs {shlex.quote(d)} && " for d in private_dirs)
-    env = {**os.environ, "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_STDOUT_CALLBACK": "json",
-           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    env = ansible_env()
     if path_prefix:
         env["PATH"] = f"{path_prefix}:{env['PATH']}"
     proc = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "sh", "-ec",

@@ -8,39 +8,26 @@ br_netfilter would change how this machine's bridges filter) or when ip_vs could
 
 import json
 import os
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from netmend.kmod import FileProbe, render, status
+from tests.modules.sandbox import ROOT, ansible_env, can_sandbox, module_cmd
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 LOAD_DIR = "/etc/modules-load.d"
 CONF = f"{LOAD_DIR}/netmend.conf"
 BASE = ["br_netfilter", "overlay", "nf_conntrack"]
 
 
-def _can_unshare():
-    return os.geteuid() == 0 and subprocess.run(["unshare", "--mount", "true"], check=False).returncode == 0
-
-
-pytestmark = pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare --mount")
+pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and unshare --net --mount")
 
 
 def require_present(*names):
     missing = [n for n in names if status(n, FileProbe("/")).state == "absent"]
     if missing:
         pytest.skip(f"{', '.join(missing)} absent here; the test would load it")
-
-
-def ansible_cmd(args, check=False, diff=False):
-    argv = [str(ANSIBLE), "localhost", "-c", "local", "-i", "localhost,", "-M", str(ROOT / "library"),
-            "-m", "netmend_kmod", "-a", json.dumps(args), *(["--check"] if check else []),
-            *(["--diff"] if diff else [])]
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 def run_steps(tmp_path, steps, setup=""):
@@ -51,12 +38,10 @@ def run_steps(tmp_path, steps, setup=""):
     lines = [setup]
     for i, (args, flags) in enumerate(steps):
         step = out / str(i)
-        lines += [f"{ansible_cmd(args, **flags)} > {step}.json 2> {step}.err",
+        lines += [f"{module_cmd('netmend_kmod', args, **flags)} > {step}.json 2> {step}.err",
                   f"mkdir {step}.dir; cd {LOAD_DIR}; for f in * .[!.]*; do [ -f \"$f\" ] || continue; "
                   f"stat -c %a \"$f\" > {step}.dir/\"$f\".mode; cat \"$f\" > {step}.dir/\"$f\"; done; cd /"]
-    env = {**os.environ, "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"),
-           "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    env = ansible_env()
     before = sorted(os.listdir(LOAD_DIR))
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c",

@@ -9,15 +9,14 @@ results land in files under tmp_path.
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from netmend.sysctl import render
+from tests.modules.sandbox import ANSIBLE, ROOT, ansible_env, can_sandbox
 
-ROOT = Path(__file__).resolve().parents[2]
 OURS = "/etc/sysctl.d/90-netmend.conf"
 FORWARD = "/proc/sys/net/ipv4/ip_forward"
 # The tmpfs must be in place (and be a tmpfs) before anything else runs.
@@ -34,15 +33,7 @@ run() {
 """
 
 
-def _namespaces_work():
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "true"],
-                           capture_output=True, check=False)
-    return probe.returncode == 0
-
-
-pytestmark = pytest.mark.skipif(not _namespaces_work(), reason="needs root and `unshare --net --mount`")
+pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and `unshare --net --mount`")
 
 
 def _host_state():
@@ -78,18 +69,9 @@ def netns(tmp_path):
     def in_namespace(script):
         out = tmp_path / "out"
         out.mkdir(exist_ok=True)
-        env = {**os.environ,
-               "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"),
-               "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-               "ANSIBLE_STDOUT_CALLBACK": "json",
-               "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-               "ANSIBLE_LOCALHOST_WARNING": "0",
-               "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"),
-               "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"),
-               "ANSIBLE": str(ROOT / ".venv" / "bin" / "ansible"),
-               "LIBRARY": str(ROOT / "library"),
-               "OUT": str(out),
-               "HOST_NETNS": os.readlink("/proc/self/ns/net")}
+        env = ansible_env(ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"),
+                          ANSIBLE_REMOTE_TEMP=str(tmp_path / "ansible-remote"), ANSIBLE=str(ANSIBLE),
+                          LIBRARY=str(ROOT / "library"), OUT=str(out), HOST_NETNS=os.readlink("/proc/self/ns/net"))
         proc = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", WRAPPER,
                                "sh", "sh", "-c", RUN + script], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=300, check=False)
