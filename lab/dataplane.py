@@ -10,6 +10,7 @@ This is lab code: netmend's product code never depends on it.
 import base64
 import hashlib
 import json
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 
 from lab.kubeproxy import render_flannel_masq, render_rules
@@ -21,6 +22,13 @@ ETCD_URL = "http://127.0.0.1:2379"
 FLANNEL_PREFIX = "/coreos.com/network"
 HOSTNET_RESOLV = "/var/lib/kubelet/pods/{pod}/etc-resolv.conf"
 DNS_PORT = 53
+# kube-proxy and flanneld recreate their rules when something flushes them (a firewalld start or
+# reload does): kube-proxy watches its KUBE-PROXY-CANARY chain. The lab's stand-in does the same,
+# every second, from the rules it applied at `up`; it lives in the node and dies with the lab.
+RULES = "/var/lib/netmend-lab/kube-proxy.rules"
+CANARY = "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n"
+RESYNC = (f"while sleep 1; do iptables -w 5 -t mangle -S KUBE-PROXY-CANARY >/dev/null 2>&1 || "
+          f"iptables-restore -w 5 --noflush {RULES}; done")
 
 
 def node_resolv_conf(variables):
@@ -152,8 +160,9 @@ def _node_peers_and_pods(cluster, variables, node, pid, leases):
     ip_batch(POD_PREFIX + node.name, routes)
     ip_batch(POD_PREFIX + node.name, fdb, tool="bridge")
     write_node_file(pid, "/run/flannel/subnet.env", subnet_env(cluster, node))
-    rules = render_rules(cluster, node, "") + render_flannel_masq(cluster, node, "")
-    in_node(pid, ["iptables-restore", "-w", "5", "--noflush"], input=rules)
+    write_node_file(pid, RULES, render_rules(cluster, node, "") + render_flannel_masq(cluster, node, "") + CANARY)
+    in_node(pid, ["iptables-restore", "-w", "5", "--noflush", RULES])
+    in_node(pid, ["sh", "-c", f"setsid sh -c {shlex.quote(RESYNC)} >/dev/null 2>&1 </dev/null &"])
     in_node(pid, ["sh", "-c", _pods_script(cluster, variables, node)], timeout=60)
 
 

@@ -1,8 +1,11 @@
 """Helpers for the lab tests: paths and the lab command as a user runs it."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import testinfra
 
 from lab import topology
 
@@ -18,3 +21,32 @@ def lab_cli(*args, check=True, timeout=300):
     if check and proc.returncode != 0:
         raise AssertionError(f"lab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def host(name):
+    """A testinfra host for a lab node, over the lab's real ssh."""
+    return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG))
+
+
+def playbook(*args, check=True, name="site.yml", timeout=300):
+    """Run `ansible-playbook NAME ARGS` from the repository root; returns the completed process."""
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), name, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ansible-playbook {name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def failing_probes():
+    """The lab probes that did not pass, as their JSON records."""
+    report = json.loads(lab_cli("probe", "--json", check=False).stdout)
+    return [r for r in report["results"] if not r["pass"]]
+
+
+def node_state(h):
+    """What site.yml may change on a node, read over ssh."""
+    return h.check_output(
+        "iptables-save | grep -v '^#'; sysctl -a -r '^net\\.(ipv4|ipv6|bridge)' 2>/dev/null | grep -v stable_secret;"
+        " ls -la --time-style=+ /etc/sysctl.d /etc/modules-load.d; cat /etc/sysctl.d/* /etc/modules-load.d/*;"
+        " firewall-cmd --state 2>&1; firewall-cmd --list-all-zones 2>&1; firewall-cmd --permanent --list-all-zones"
+        " 2>&1; ls -laR --time-style=+ /var/lib/netmend /etc/firewalld 2>&1")

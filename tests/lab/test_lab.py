@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
-import testinfra
 import yaml
 
 from lab import dataplane, topology
-from tests.labutil import LAB_INVENTORY, ROOT, SSH_CONFIG, lab_cli
+from tests.labutil import LAB_INVENTORY, ROOT, SSH_CONFIG, host, lab_cli, node_state, playbook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
@@ -91,24 +90,20 @@ def test_probe_table_is_readable(lab):
     assert re.search(r"^probes: \d+ passed, 0 failed in [\d.]+ s$", proc.stdout, re.M)
 
 
-def _host(name):
-    return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG))
-
-
 def test_nodes_over_ssh_see_only_their_own_interfaces_sysctls_and_files(lab):
-    nodes = {name: _host(name) for name in lab["nodes"]}
-    for name, host in nodes.items():
-        assert host.check_output("hostname") == name
-        links = json.loads(host.check_output("ip -j link"))
+    nodes = {name: host(name) for name in lab["nodes"]}
+    for name, node in nodes.items():
+        assert node.check_output("hostname") == name
+        links = json.loads(node.check_output("ip -j link"))
         names = {link["ifname"] for link in links}
         assert {"lo", "eth0", "cni0", "flannel.1"} <= names
         assert all(n in ("lo", "eth0", "cni0", "flannel.1") or n.startswith("veth") for n in names), names
-        addrs = host.check_output("ip -4 -o addr show dev eth0")
+        addrs = node.check_output("ip -4 -o addr show dev eth0")
         assert lab["nodes"][name]["address"] + "/24" in addrs
-        assert host.check_output("cat /proc/1/comm") == "init"
-        assert host.file("/run/flannel/subnet.env").contains("FLANNEL_NETWORK=10.244.0.0/16")
+        assert node.check_output("cat /proc/1/comm") == "init"
+        assert node.file("/run/flannel/subnet.env").contains("FLANNEL_NETWORK=10.244.0.0/16")
         # The lab's own state is hidden from nodes.
-        assert not host.file(str(topology.RUN)).exists
+        assert not node.file(str(topology.RUN)).exists
     w1, w2 = nodes["w1"], nodes["w2"]
     w1.check_output("sysctl -qw net.ipv4.conf.all.accept_redirects=0")
     w2.check_output("sysctl -qw net.ipv4.conf.all.accept_redirects=1")
@@ -147,7 +142,7 @@ def test_pyinfra_reaches_every_node(lab, tmp_path):
 
 def test_ansible_service_module_starts_and_stops_firewalld_inside_one_node(lab):
     ansible = str(ROOT / ".venv" / "bin" / "ansible")
-    w2 = _host("w2")
+    w2 = host("w2")
     assert not w2.service("firewalld").is_running
     for state, running in (("started", True), ("stopped", False)):
         proc = subprocess.run([ansible, "w2", "-m", "ansible.builtin.service", "-a", f"name=firewalld state={state}"],
@@ -165,17 +160,17 @@ def test_ansible_service_module_starts_and_stops_firewalld_inside_one_node(lab):
                 continue
             if exe.endswith("dbus-daemon") or b"/usr/sbin/firewalld" in cmd:
                 assert topology.netns_inode(pid) in lab_inodes
-    assert not _host("w1").service("firewalld").is_running
+    assert not host("w1").service("firewalld").is_running
 
 
 def test_etcd_holds_flannel_config_and_one_lease_per_node(lab):
-    cp1 = _host("cp1")
+    cp1 = host("cp1")
     config = json.loads(cp1.check_output("etcdctl get --print-value-only /coreos.com/network/config"))
     assert config == {"Network": "10.244.0.0/16", "SubnetLen": 24,
                       "Backend": {"Type": "vxlan", "VNI": 1, "Port": 8472}}
     keys = cp1.check_output("etcdctl get --prefix --keys-only /coreos.com/network/subnets/").split()
     assert sorted(keys) == [f"/coreos.com/network/subnets/10.244.{i}.0-24" for i in range(3)]
-    w1 = _host("w1")
+    w1 = host("w1")
     lease = json.loads(cp1.check_output("etcdctl get --print-value-only /coreos.com/network/subnets/10.244.1.0-24"))
     assert lease["PublicIP"] == "198.51.100.12"
     assert lease["BackendData"]["VtepMAC"] == json.loads(w1.check_output("ip -j link show flannel.1"))[0]["address"]
@@ -189,7 +184,7 @@ def test_etcd_holds_flannel_config_and_one_lease_per_node(lab):
 
 
 def test_kube_proxy_rules_are_in_kube_proxys_format(lab):
-    save = _host("w1").check_output("iptables-save -t nat")
+    save = host("w1").check_output("iptables-save -t nat")
     assert ('-A KUBE-NODEPORTS -p tcp -m comment --comment "default/hello-world-service:" -m tcp --dport 30001 '
             "-j KUBE-SVC-5MRENC7Q6ZQR6GKR") in save
     assert "-A KUBE-SVC-5MRENC7Q6ZQR6GKR -m statistic --mode random --probability 0.33333333349" in save
@@ -198,7 +193,7 @@ def test_kube_proxy_rules_are_in_kube_proxys_format(lab):
 
 
 def test_pods_have_their_own_resolv_conf(lab):
-    w1 = _host("w1")
+    w1 = host("w1")
     pod = "netcheck-w1"
     text = w1.check_output(f"ip netns exec {dataplane.POD_PREFIX}{pod} cat /etc/resolv.conf")
     assert text.splitlines() == ["nameserver 10.96.0.10",
@@ -301,7 +296,7 @@ def test_host_gw_backend_passes_every_probe(lab, tmp_path):
     inv = _edited_inventory(tmp_path, lambda d: d["cluster"].update(flannel_backend_type="host-gw"))
     try:
         lab_cli("up", "-i", str(inv))
-        w1 = _host("w1")
+        w1 = host("w1")
         assert "10.244.0.0/24 via 198.51.100.11 dev eth0" in w1.check_output("ip route")
         assert w1.run("ip link show flannel.1").rc != 0
         report = json.loads(lab_cli("probe", "--json", "-i", str(inv), check=False).stdout)
@@ -318,7 +313,7 @@ def test_forward_drop_breaks_pod_traffic_and_site_yml_repairs_it(lab):
     lab.clear()
     lab.update(topology.load_state())
     for name in lab["nodes"]:
-        _host(name).check_output("iptables -P FORWARD DROP")  # what Docker does
+        host(name).check_output("iptables -P FORWARD DROP")  # what Docker does
     report = json.loads(lab_cli("probe", "--json", check=False).stdout)
     broken = {r["path"] for r in report["results"] if not r["pass"]}
     assert {"pod to pod, cross node (vxlan)", "pod to outside (MASQUERADE)",
@@ -329,44 +324,30 @@ def test_forward_drop_breaks_pod_traffic_and_site_yml_repairs_it(lab):
     assert len(re.findall(r"changed=1 ", proc.stdout)) == len(lab["nodes"])
     report = json.loads(lab_cli("probe", "--json", check=False).stdout)
     assert [r for r in report["results"] if not r["pass"]] == []
-    assert _host("w1").check_output("iptables -S FORWARD").splitlines()[0] == "-P FORWARD DROP"
-
-
-def _playbook(*args):
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-def _node_state(host):
-    """What site.yml may change on a node, read over ssh."""
-    return host.check_output(
-        "iptables-save | grep -v '^#'; sysctl -a -r '^net\\.(ipv4|ipv6|bridge)' 2>/dev/null | grep -v stable_secret;"
-        " ls -la --time-style=+ /etc/sysctl.d /etc/modules-load.d; cat /etc/sysctl.d/* /etc/modules-load.d/*")
+    assert host("w1").check_output("iptables -S FORWARD").splitlines()[0] == "-P FORWARD DROP"
 
 
 def test_check_mode_on_a_fresh_lab_changes_nothing(lab):
     lab_cli("up")
     lab.clear()
     lab.update(topology.load_state())
-    hosts = {name: _host(name) for name in lab["nodes"]}
-    before = {name: _node_state(h) for name, h in hosts.items()}
-    out = _playbook("--check", "--diff")
+    hosts = {name: host(name) for name in lab["nodes"]}
+    before = {name: node_state(h) for name, h in hosts.items()}
+    out = playbook("--check", "--diff").stdout
     assert re.findall(r"changed=(\d+)", out) and all(int(n) > 0 for n in re.findall(r"changed=(\d+)", out))
-    assert {name: _node_state(h) for name, h in hosts.items()} == before
+    assert {name: node_state(h) for name, h in hosts.items()} == before
 
 
 def test_reverted_sysctls_break_traffic_and_site_yml_repairs_them(lab):
-    _playbook()  # a provisioned cluster, then a reboot or a hand loses two sysctls on w1
-    w1 = _host("w1")
+    playbook()  # a provisioned cluster, then a reboot or a hand loses two sysctls on w1
+    w1 = host("w1")
     w1.check_output("sysctl -qw net.ipv4.ip_forward=0 net.bridge.bridge-nf-call-iptables=0")
     report = json.loads(lab_cli("probe", "--json", check=False).stdout)
     broken = {r["id"] for r in report["results"] if not r["pass"]}
     assert "pod-pod-cross-node:netcheck-w1->netcheck-cp1" in broken
     # Without bridge-nf-call-iptables a pod cannot reach a ClusterIP backed by a pod on its own node.
     assert "clusterip:netcheck-w1->default/hello-world-single:4000/tcp" in broken
-    out = _playbook("--tags", "kernel", "--limit", "w1")
+    out = playbook("--tags", "kernel", "--limit", "w1").stdout
     assert re.search(r"w1\s+: ok=\d+\s+changed=1 ", out)
     report = json.loads(lab_cli("probe", "--json", check=False).stdout)
     assert [r for r in report["results"] if not r["pass"]] == []

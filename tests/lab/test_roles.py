@@ -1,0 +1,114 @@
+"""The provisioning roles on the lab: firewalld kept on, and every probe passing through it."""
+
+import os
+import re
+import time
+
+import pytest
+
+from lab import topology
+from tests.labutil import failing_probes, host, lab_cli, playbook
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
+
+# The operator's own firewalld settings on w2, made before netmend runs: they must survive every run.
+OPERATOR = ("--add-service=http", "--add-port=8472/udp",
+            "--add-rich-rule=rule family=ipv4 source address=192.0.2.0/24 service name=ssh accept")
+
+
+def _ports(h, permanent=False):
+    return set(h.check_output(f"firewall-cmd {'--permanent ' * permanent}--zone=public --list-ports").split())
+
+
+def _wait_for_resync(hosts, seconds=10):
+    """kube-proxy's stand-in restores its rules within a second of a flush (its canary is gone)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(h.run("iptables -t mangle -S KUBE-PROXY-CANARY").rc == 0 for h in hosts):
+            return
+        time.sleep(0.2)
+    raise AssertionError("kube-proxy's rules were not restored in time")
+
+
+@pytest.fixture(scope="module")
+def fresh(lab):
+    lab_cli("up")
+    lab.clear()
+    lab.update(topology.load_state())
+    return {name: host(name) for name in lab["nodes"]}
+
+
+def test_default_firewalld_breaks_the_cluster_and_site_yml_configures_it(fresh):
+    w2 = fresh["w2"]
+    w2.check_output("service firewalld start")
+    for arg in OPERATOR:
+        w2.check_output(f"firewall-cmd --permanent '{arg}' && firewall-cmd '{arg}'")
+    _wait_for_resync([w2])
+    broken = {r["path"] for r in failing_probes()}
+    assert {"pod to pod, cross node (vxlan)", "outside to NodePort"} <= broken, "the default zone blocks the cluster"
+
+    out = playbook("--diff").stdout
+    assert "+  ports: 6443/tcp 2379-2380/tcp 10250/tcp 10257/tcp 10259/tcp" in out
+    _wait_for_resync(fresh.values())
+    assert failing_probes() == []
+    cp1, w1 = fresh["cp1"], fresh["w1"]
+    for h in fresh.values():
+        assert h.check_output("firewall-cmd --state") == "running"
+        trusted = h.check_output("firewall-cmd --zone=trusted --list-all")
+        assert re.search(r"interfaces: cni0 flannel\.1$", trusted, re.M)
+        assert re.search(r"sources: 10\.244\.0\.0/16 10\.96\.0\.0/12$", trusted, re.M)
+        assert _ports(h) == _ports(h, permanent=True), "runtime and permanent agree"
+        assert "masquerade: yes" in h.check_output("firewall-cmd --zone=public --list-all")
+    worker = {"10250/tcp", "10256/tcp", "30000-32767/tcp", "30000-32767/udp", "8472/udp", "53/udp", "53/tcp",
+              "9153/tcp"}
+    assert _ports(cp1) == worker | {"6443/tcp", "2379-2380/tcp", "10257/tcp", "10259/tcp"}
+    assert _ports(w1) == worker | {"8081/tcp"}, "the hostNetwork endpoint's port, on its node only"
+    assert _ports(w2) == worker
+    public = w2.check_output("firewall-cmd --permanent --zone=public --list-all")
+    assert "services: dhcpv6-client http ssh" in public
+    assert 'rule family="ipv4" source address="192.0.2.0/24" service name="ssh" accept' in public
+
+    again = playbook().stdout
+    assert re.findall(r"changed=(\d+)", again) == ["0"] * len(fresh), "a second run changes nothing"
+
+
+def test_pods_keep_working_through_a_firewalld_reload(fresh):
+    for h in fresh.values():
+        h.check_output("firewall-cmd --reload")
+    # The reload flushes every iptables rule (firewalld 1.3): kube-proxy's come back from its resync,
+    # netmend's FORWARD chain with the next run; firewalld's own trusted zone carries pod traffic meanwhile.
+    _wait_for_resync(fresh.values())
+    assert fresh["w1"].run("iptables -S NETMEND-FORWARD").rc != 0
+    assert failing_probes() == []
+    out = playbook("--tags", "forward").stdout
+    assert re.findall(r"changed=(\d+)", out) == ["1"] * len(fresh)
+
+
+def test_only_what_netmend_added_is_removed(fresh):
+    out = playbook("--tags", "firewall", "-e", "flannel_backend_type=host-gw").stdout
+    assert re.findall(r"changed=(\d+)", out) == ["1"] * len(fresh)
+    assert "8472/udp" not in _ports(fresh["w1"]) | _ports(fresh["w1"], permanent=True)
+    assert "8472/udp" in _ports(fresh["w2"]) & _ports(fresh["w2"], permanent=True), "the operator's port stays"
+    for h in fresh.values():
+        assert "interfaces: cni0\n" in h.check_output("firewall-cmd --permanent --zone=trusted --list-all") + "\n"
+    playbook("--tags", "firewall")
+    assert "8472/udp" in _ports(fresh["w1"])
+
+
+def test_bad_firewall_arguments_change_nothing(fresh):
+    before = fresh["w1"].check_output("firewall-cmd --zone=public --list-all")
+    proc = playbook("--tags", "firewall", "-e", '{"firewall_ports_extra": ["53/icmp"]}', check=False)
+    assert proc.returncode != 0
+    assert "firewall_ports_extra: '53/icmp' is not a port such as 8472/udp" in proc.stdout
+    assert "Firewall | Open" not in proc.stdout, "validation stopped the run before the roles"
+    assert fresh["w1"].check_output("firewall-cmd --zone=public --list-all") == before
+
+
+def test_disabled_mode_stops_firewalld_and_the_cluster_still_works(fresh):
+    playbook("-e", "firewall_mode=disabled")
+    for h in fresh.values():
+        assert h.run("firewall-cmd --state").rc != 0
+    _wait_for_resync(fresh.values())
+    assert failing_probes() == []
+    out = playbook("-e", "firewall_mode=disabled").stdout
+    assert re.findall(r"changed=(\d+)", out) == ["0"] * len(fresh)
