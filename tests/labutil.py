@@ -49,4 +49,4 @@ def node_state(h):
         "iptables-save | grep -v '^#'; sysctl -a -r '^net\\.(ipv4|ipv6|bridge)' 2>/dev/null | grep -v stable_secret;"
         " ls -la --time-style=+ /etc/sysctl.d /etc/modules-load.d; cat /etc/sysctl.d/* /etc/modules-load.d/*;"
         " firewall-cmd --state 2>&1; firewall-cmd --list-all-zones 2>&1; firewall-cmd --permanent --list-all-zones"
-        " 2>&1; ls -laR --time-style=+ /var/lib/netmend /etc/firewalld 2>&1")
+        " 2>&1; ls -laR --time-style=+ /var/lib/netmend /etc/firewalld 2>&1; true")

@@ -117,29 +117,6 @@ def test_nodes_over_ssh_see_only_their_own_interfaces_sysctls_and_files(lab):
     w1.check_output(f"rm {marker}")
 
 
-def test_ansible_runs_site_yml_against_the_lab(lab):
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", proc.stdout, re.M)
-    assert sorted(h for h, *_ in recap) == sorted(lab["nodes"])
-    assert all(unreach == "0" and failed == "0" for _, _, unreach, failed in recap)
-
-
-def test_pyinfra_reaches_every_node(lab, tmp_path):
-    inventory = tmp_path / "inventory.py"
-    hosts = [(n, info["address"]) for n, info in lab["nodes"].items()]
-    data = {"ssh_config_file": str(SSH_CONFIG), "ssh_known_hosts_file": str(SSH_CONFIG.parent / "known_hosts"),
-            "ssh_user": "root"}
-    inventory.write_text(f"nodes = {[(addr, dict(data)) for _, addr in hosts]!r}\n")
-    pyinfra = str(ROOT / ".venv" / "bin" / "pyinfra")
-    proc = subprocess.run([pyinfra, "-y", str(inventory), "exec", "--", "hostname"], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    for name, _ in hosts:
-        assert re.search(rf"\]\s+{name}$", proc.stdout + proc.stderr, re.M), proc.stdout + proc.stderr
-
-
 def test_ansible_service_module_starts_and_stops_firewalld_inside_one_node(lab):
     ansible = str(ROOT / ".venv" / "bin" / "ansible")
     w2 = host("w2")
@@ -161,6 +138,27 @@ def test_ansible_service_module_starts_and_stops_firewalld_inside_one_node(lab):
             if exe.endswith("dbus-daemon") or b"/usr/sbin/firewalld" in cmd:
                 assert topology.netns_inode(pid) in lab_inodes
     assert not host("w1").service("firewalld").is_running
+
+
+def test_ansible_runs_site_yml_against_the_lab(lab):
+    proc = playbook()
+    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", proc.stdout, re.M)
+    assert sorted(h for h, *_ in recap) == sorted(lab["nodes"])
+    assert all(unreach == "0" and failed == "0" for _, _, unreach, failed in recap)
+
+
+def test_pyinfra_reaches_every_node(lab, tmp_path):
+    inventory = tmp_path / "inventory.py"
+    hosts = [(n, info["address"]) for n, info in lab["nodes"].items()]
+    data = {"ssh_config_file": str(SSH_CONFIG), "ssh_known_hosts_file": str(SSH_CONFIG.parent / "known_hosts"),
+            "ssh_user": "root"}
+    inventory.write_text(f"nodes = {[(addr, dict(data)) for _, addr in hosts]!r}\n")
+    pyinfra = str(ROOT / ".venv" / "bin" / "pyinfra")
+    proc = subprocess.run([pyinfra, "-y", str(inventory), "exec", "--", "hostname"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name, _ in hosts:
+        assert re.search(rf"\]\s+{name}$", proc.stdout + proc.stderr, re.M), proc.stdout + proc.stderr
 
 
 def test_etcd_holds_flannel_config_and_one_lease_per_node(lab):
