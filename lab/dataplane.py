@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lab.kubeproxy import render_flannel_masq, render_rules
 from lab.sh import LabError, in_node, ip_batch, run, write_node_file
+from netmend.flannel import net_conf
 
 AGENT = "/usr/local/lib/netmend-lab/agent.py"
 POD_PREFIX = "nmlab-"
@@ -53,15 +54,14 @@ def lease_key(subnet):
 
 
 def network_config(cluster):
-    backend = {"Type": cluster.flannel["backend"]}
-    if backend["Type"] == "vxlan":
-        backend.update(VNI=cluster.flannel["vni"], Port=cluster.flannel["port"])
-    return {"Network": cluster.pod_cidr, "SubnetLen": cluster.flannel["subnet_len"], "Backend": backend}
+    """flannel's network config, exactly as the flannel role writes it (automatic MTU)."""
+    f = cluster.flannel
+    return net_conf(cluster.pod_cidr, f["subnet_len"], f["backend"], f["vni"], f["port"])
 
 
 def subnet_env(cluster, node):
     return (f"FLANNEL_NETWORK={cluster.pod_cidr}\nFLANNEL_SUBNET={node.gateway}/{node.network.prefixlen}\n"
-            f"FLANNEL_MTU={cluster.flannel['mtu'] if cluster.flannel['backend'] == 'vxlan' else 1500}\n"
+            f"FLANNEL_MTU={cluster.flannel['mtu']}\n"
             "FLANNEL_IPMASQ=true\n")
 
 

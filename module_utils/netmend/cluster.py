@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ProblemsError
+from .flannel import FlannelError, mtu_for
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_TYPES = ("ClusterIP", "NodePort")
@@ -207,7 +208,7 @@ def build_cluster(hosts, variables, extra_networks=None):
         "subnet_len": subnet_len,
         "vni": c.integer("flannel_vxlan_vni", v.get("flannel_vxlan_vni", 1), 1, 16777215),
         "port": c.integer("flannel_vxlan_port", v.get("flannel_vxlan_port", 8472), *PORT_RANGE),
-        "mtu": c.integer("flannel_mtu", v.get("flannel_mtu", 1450), 576, 9000),
+        "mtu": _mtu(c, backend, v),
     }
 
     domain = v.get("netmend_cluster_domain", "cluster.local")
@@ -234,6 +235,17 @@ def build_cluster(hosts, variables, extra_networks=None):
     if c.problems:
         raise SpecError(c.problems)
     return cluster
+
+
+def _mtu(c, backend, v):
+    """The pod MTU: flannel_mtu ('auto' or a number) checked against netmend_underlay_mtu."""
+    if backend is None:
+        return None
+    try:
+        return mtu_for(backend, v.get("flannel_mtu", "auto"), v.get("netmend_underlay_mtu", 1500))
+    except FlannelError as exc:
+        c.problems += exc.problems
+        return None
 
 
 def _nodes(c, hosts, networks, subnet_len, v):

@@ -1,5 +1,6 @@
 """The provisioning roles on the lab: firewalld kept on, and every probe passing through it."""
 
+import json
 import os
 import re
 import time
@@ -112,3 +113,25 @@ def test_disabled_mode_stops_firewalld_and_the_cluster_still_works(fresh):
     assert failing_probes() == []
     out = playbook("-e", "firewall_mode=disabled").stdout
     assert re.findall(r"changed=(\d+)", out) == ["0"] * len(fresh)
+
+
+def test_flannel_files_manifests_and_the_etcd_key(fresh):
+    cp1, w1 = fresh["cp1"], fresh["w1"]
+    get = "etcdctl --endpoints=http://198.51.100.11:2379 get --print-value-only /coreos.com/network/config"
+    playbook("--tags", "flannel")
+    for h in fresh.values():
+        conf = json.loads(h.file("/etc/kube-flannel/net-conf.json").content_string)
+        assert conf == {"Network": "10.244.0.0/16", "SubnetLen": 24,
+                        "Backend": {"Type": "vxlan", "VNI": 1, "Port": 8472}}
+        assert h.file("/etc/cni/net.d/10-flannel.conflist").exists
+    assert cp1.file("/etc/kubernetes/netmend/kube-flannel.yml").contains("kind: DaemonSet")
+    assert not w1.file("/etc/kubernetes/netmend/kube-flannel.yml").exists, "manifests go to the control plane"
+    assert json.loads(cp1.check_output(get)) == json.loads(cp1.file("/etc/kube-flannel/net-conf.json").content_string)
+
+    out = playbook("--tags", "flannel", "--diff", "-e", "flannel_vxlan_direct_routing=true").stdout
+    assert '"DirectRouting": true' in out
+    assert json.loads(cp1.check_output(get))["Backend"]["DirectRouting"] is True
+    assert list(w1.file("/etc/kube-flannel").listdir()) != ["net-conf.json"], "the previous file is backed up"
+    playbook("--tags", "flannel")
+    assert "DirectRouting" not in json.loads(cp1.check_output(get))["Backend"]
+    assert failing_probes() == []

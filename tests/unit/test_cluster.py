@@ -293,7 +293,13 @@ BAD_INPUTS = [
     ("subnet-len-too-long", _set(("flannel_subnet_len",), 29),
      "flannel_subnet_len", "accepted: 17-28"),
     ("mtu-100", _set(("flannel_mtu",), 100),
-     "flannel_mtu", "accepted: 576-9000"),
+     "flannel_mtu", "accepted: 'auto' or an integer 576-1450"),
+    ("mtu-beyond-the-underlay", _set(("flannel_mtu",), 1451),
+     "flannel_mtu", "1451 does not fit; accepted: 'auto' or an integer 576-1450 (the underlay MTU 1500 minus 50"),
+    ("mtu-word", _set(("flannel_mtu",), "jumbo"),
+     "flannel_mtu", "'jumbo' is not accepted"),
+    ("underlay-too-small", _set(("netmend_underlay_mtu",), 600),
+     "netmend_underlay_mtu", "600"),
     ("cluster-domain", _set(("netmend_cluster_domain",), "cluster..local"),
      "netmend_cluster_domain", "DNS domain such as cluster.local"),
     ("cluster-dns-outside-service-cidr", _set(("netmend_cluster_dns",), "10.95.0.10"),
@@ -361,12 +367,24 @@ def test_bad_input(mutate, fieldname, text):
     {"flannel_subnet_len": 18},
     {"flannel_subnet_len": 28},
     {"flannel_mtu": 576},
-    {"flannel_mtu": 9000},
+    {"flannel_mtu": 1450},
+    {"flannel_mtu": "auto", "netmend_underlay_mtu": 9000},
+    {"flannel_mtu": 1500, "flannel_backend_type": "host-gw"},
     {"flannel_backend_type": "host-gw"},
 ], ids=str)
 def test_accepted_boundaries(overrides):
     cluster = build_cluster(lab_hosts(), lab_vars(**overrides), dict(LAB_EXTRA))
     assert len(cluster.nodes) == 3
+
+
+@pytest.mark.parametrize(("overrides", "mtu"), [
+    ({"flannel_mtu": "auto"}, 1450),
+    ({"flannel_mtu": "auto", "netmend_underlay_mtu": 9000}, 8950),
+    ({"flannel_mtu": "auto", "flannel_backend_type": "host-gw"}, 1500),
+    ({"flannel_mtu": 1400}, 1400),
+], ids=str)
+def test_mtu_auto_is_the_underlay_minus_the_encapsulation(overrides, mtu):
+    assert build_cluster(lab_hosts(), lab_vars(**overrides), dict(LAB_EXTRA)).flannel["mtu"] == mtu
 
 
 def test_node_port_range_bounds_are_accepted():
@@ -397,6 +415,7 @@ def test_all_problems_are_reported_at_once():
         "flannel_mtu", "netmend_services[2].ports[0].protocol", "hosts.w2.ansible_host"}
     lines = str(err.value).splitlines()
     assert lines == [f"{f}: {m}" for f, m in problems]
-    assert "flannel_mtu: 100 is out of range; accepted: 576-9000" in lines
+    assert any(line.startswith("flannel_mtu: 100 does not fit; accepted: 'auto' or an integer 576-1450")
+               for line in lines)
     assert "hosts.w2.ansible_host: is missing; an IPv4 address is required" in lines
     assert isinstance(err.value, ValueError)
