@@ -15,9 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lab.kubeproxy import render_flannel_masq, render_rules
 from lab.sh import LabError, in_node, ip_batch, run, write_node_file
+from netmend import resolvconf
+from netmend.coredns import render_corefile
 from netmend.flannel import net_conf
 
 AGENT = "/usr/local/lib/netmend-lab/agent.py"
+CLUSTERDNS = "/usr/local/lib/netmend-lab/clusterdns.py"
 POD_PREFIX = "nmlab-"
 ETCD_URL = "http://127.0.0.1:2379"
 FLANNEL_PREFIX = "/coreos.com/network"
@@ -39,10 +42,20 @@ def node_resolv_conf(variables):
 
 
 def pod_resolv_conf(cluster, namespace, variables):
-    """dnsPolicy ClusterFirst (and ClusterFirstWithHostNet): the cluster DNS, kubelet's search list."""
-    d = cluster.cluster_domain
-    search = f"{namespace}.svc.{d} svc.{d} {d} {variables.get('lab_search_domain', 'lab.example')}"
-    return f"nameserver {cluster.cluster_dns}\nsearch {search}\noptions ndots:5\n"
+    """dnsPolicy ClusterFirst (and ClusterFirstWithHostNet), as the kubelet writes it (netmend.resolvconf)."""
+    return resolvconf.pod_resolv_conf(cluster.cluster_dns, namespace, cluster.cluster_domain,
+                                      [variables.get("lab_search_domain", "lab.example")])
+
+
+def corefile_path(variables):
+    """Where the dns role writes the Corefile on control-plane nodes; the lab's cluster DNS reads it there."""
+    return f"{variables.get('netmend_manifest_dir', '/etc/kubernetes/netmend')}/coredns/Corefile"
+
+
+def initial_corefile(cluster, variables):
+    """The Corefile a fresh cluster has (kubeadm's), from the inventory's DNS settings."""
+    return render_corefile(cluster.cluster_domain, variables.get("dns_upstreams", []),
+                           cache_ttl=variables.get("dns_cache_ttl", 30))
 
 
 def veth_name(pod_name):
@@ -202,8 +215,11 @@ def _pods_script(cluster, variables, node):
             lines.append(f"setsid ip netns exec {ns} python3 {AGENT} serve --name {pod.name} "
                          f"--http {_csv(http_ports)} >{logf} 2>&1 </dev/null &")
         if dns_pod:
-            lines.append(f"setsid ip netns exec {ns} {_dnsmasq(cluster)} >/var/log/pods/{pod.name}-dns.log "
-                         "2>&1 </dev/null &")
+            corefile = corefile_path(variables)
+            lines += [f"mkdir -p {corefile.rsplit('/', 1)[0]}",
+                      f"[ -e {corefile} ] || cat > {corefile} <<'EOF'\n{initial_corefile(cluster, variables)}EOF",
+                      f"setsid ip netns exec {ns} {_clusterdns(cluster, corefile)} "
+                      f">/var/log/pods/{pod.name}-dns.log 2>&1 </dev/null &"]
     return "\n".join(lines) + "\n"
 
 
@@ -211,10 +227,9 @@ def _csv(ports):
     return ",".join(str(p) for p in ports)
 
 
-def _dnsmasq(cluster):
-    """CoreDNS's part: answer <svc>.<ns>.svc.<domain> with the ClusterIP, NXDOMAIN for the rest of the
-    cluster domain, forward everything else to the servers in the pod's resolv.conf."""
+def _clusterdns(cluster, corefile):
+    """CoreDNS's part: the lab's stand-in (lab/clusterdns.py) runs dnsmasq as the Corefile says, answering
+    <svc>.<ns>.svc.<domain> with the ClusterIP and NXDOMAIN for the rest of the cluster domain."""
     d = cluster.cluster_domain
-    records = " ".join(f"--host-record={s.name}.{s.namespace}.svc.{d},{s.cluster_ip}" for s in cluster.services)
-    return (f"dnsmasq --keep-in-foreground --log-facility=- --pid-file --user=root --group=root --no-hosts "
-            f"--local=/{d}/ {records}")
+    records = " ".join(f"--record={s.name}.{s.namespace}.svc.{d},{s.cluster_ip}" for s in cluster.services)
+    return f"python3 {CLUSTERDNS} --corefile {corefile} {records}"

@@ -160,6 +160,10 @@ def _prepare_node(node, variables, keys):
     lib = base / "upper" / "usr" / "local" / "lib" / "netmend-lab"
     lib.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__).with_name("agent.py"), lib / "agent.py")
+    shutil.copy(Path(__file__).with_name("clusterdns.py"), lib / "clusterdns.py")
+    # netmend's stdlib core, for the cluster DNS stand-in (it reads the Corefile with netmend.coredns).
+    shutil.copytree(Path(__file__).resolve().parents[1] / "module_utils" / "netmend", lib / "netmend",
+                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
 
 
 def _boot_node(node, image_dir):

@@ -6,12 +6,14 @@ import re
 import time
 
 import pytest
+import yaml
 
 from lab import topology
 from tests.labutil import failing_probes, host, lab_cli, playbook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
+KUBELET_DNS = "/etc/kubernetes/kubelet.conf.d/50-netmend-dns.conf"
 # The operator's own firewalld settings on w2, made before netmend runs: they must survive every run.
 OPERATOR = ("--add-service=http", "--add-port=8472/udp",
             "--add-rich-rule=rule family=ipv4 source address=192.0.2.0/24 service name=ssh accept")
@@ -135,3 +137,60 @@ def test_flannel_files_manifests_and_the_etcd_key(fresh):
     playbook("--tags", "flannel")
     assert "DirectRouting" not in json.loads(cp1.check_output(get))["Backend"]
     assert failing_probes() == []
+
+
+def _upstream_probes():
+    """The 'pod DNS, forwarded upstream' probes: (all passed, how many)."""
+    report = json.loads(lab_cli("probe", "--json", check=False).stdout)
+    upstream = [r for r in report["results"] if r["path"] == "pod DNS, forwarded upstream"]
+    return all(r["pass"] for r in upstream), len(upstream)
+
+
+def _wait_for_dns(cp1, needle, seconds=10):
+    """The lab's CoreDNS stand-in reloads the Corefile within a second or two, as `reload` does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if needle in cp1.check_output("tail -n 20 /var/log/pods/coredns-0-dns.log"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the cluster DNS did not reload with {needle!r}")
+
+
+def test_dns_role_settings_drive_the_cluster_dns(fresh):
+    cp1 = fresh["cp1"]
+    playbook("--tags", "dns")
+    for h in fresh.values():
+        kubelet = yaml.safe_load(h.file(KUBELET_DNS).content_string)
+        assert kubelet == {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+                           "clusterDNS": ["10.96.0.10"], "clusterDomain": "cluster.local",
+                           "resolvConf": "/etc/resolv.conf"}
+    corefile = "/etc/kubernetes/netmend/coredns/Corefile"
+    assert "forward . /etc/resolv.conf" in cp1.file(corefile).content_string
+    assert cp1.file("/etc/kubernetes/netmend/coredns/coredns-configmap.yaml").contains("kind: ConfigMap")
+
+    # An upstream nobody answers on: the Corefile changes, the cluster DNS reloads, upstream names fail.
+    out = playbook("--tags", "dns", "--diff", "-e", '{"dns_upstreams": ["203.0.113.99"]}').stdout
+    assert "+    forward . 203.0.113.99 {" in out
+    _wait_for_dns(cp1, "--server=203.0.113.99#53")
+    passed, count = _upstream_probes()
+    assert count == len(fresh) and not passed
+    # The outside DNS server as an explicit upstream: resolved again, through the Corefile's forward.
+    playbook("--tags", "dns", "-e", '{"dns_upstreams": ["203.0.113.10"]}')
+    _wait_for_dns(cp1, "--server=203.0.113.10#53")
+    assert _upstream_probes() == (True, len(fresh))
+    playbook("--tags", "dns")
+    _wait_for_dns(cp1, "--resolv-file=/etc/resolv.conf")
+    assert failing_probes() == []
+
+
+def test_dns_role_refuses_a_loopback_only_node_resolv_conf(fresh):
+    w2 = fresh["w2"]
+    before = w2.file("/etc/resolv.conf").content_string
+    w2.check_output("printf 'nameserver 127.0.0.53\\noptions edns0 trust-ad\\nsearch .\\n' > /etc/resolv.conf")
+    try:
+        proc = playbook("--tags", "dns", "--limit", "w2", check=False)
+        assert proc.returncode != 0
+        assert "dns_kubelet_resolv_conf" in proc.stdout
+        assert yaml.safe_load(w2.file(KUBELET_DNS).content_string)["resolvConf"] == "/etc/resolv.conf"
+    finally:
+        w2.check_output(f"printf '%s' '{before}' > /etc/resolv.conf")
