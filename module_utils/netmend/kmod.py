@@ -11,6 +11,8 @@ although bridge netfilter works. `status` therefore also reads /sys/module, the 
 the files a module's code creates (`EVIDENCE`).
 """
 
+from __future__ import annotations
+
 import gzip
 import re
 from collections.abc import Mapping
