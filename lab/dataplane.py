@@ -31,8 +31,10 @@ DNS_PORT = 53
 # every second, from the rules it applied at `up`; it lives in the node and dies with the lab.
 RULES = "/var/lib/netmend-lab/kube-proxy.rules"
 CANARY = "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n"
-RESYNC = (f"while sleep 1; do iptables -w 5 -t mangle -S KUBE-PROXY-CANARY >/dev/null 2>&1 || "
-          f"iptables-restore -w 5 --noflush {RULES}; done")
+KUBE_PROXY_PID = "/run/netmend-lab-kube-proxy.pid"  # stop it to model a kube-proxy replaced by another mode
+RESYNC = (f"echo $$ > {KUBE_PROXY_PID}; while sleep 1; do "
+          f"iptables -w 5 -t mangle -S KUBE-PROXY-CANARY >/dev/null 2>&1 || iptables-restore -w 5 --noflush {RULES}; "
+          "done")
 
 
 def node_resolv_conf(variables):

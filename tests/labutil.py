@@ -49,4 +49,5 @@ def node_state(h):
         "iptables-save | grep -v '^#'; sysctl -a -r '^net\\.(ipv4|ipv6|bridge)' 2>/dev/null | grep -v stable_secret;"
         " ls -la --time-style=+ /etc/sysctl.d /etc/modules-load.d; cat /etc/sysctl.d/* /etc/modules-load.d/*;"
         " firewall-cmd --state 2>&1; firewall-cmd --list-all-zones 2>&1; firewall-cmd --permanent --list-all-zones"
-        " 2>&1; ls -laR --time-style=+ /var/lib/netmend /etc/firewalld 2>&1; true")
+        " 2>&1; ls -laR --time-style=+ /var/lib/netmend /etc/firewalld /etc/kube-flannel /etc/cni /etc/kubernetes"
+        " 2>&1; etcdctl --endpoints=http://198.51.100.11:2379 get --prefix /coreos.com/network/config 2>&1; true")

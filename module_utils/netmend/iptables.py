@@ -104,3 +104,54 @@ def restore_payload(table, chains=None, jumps=(), current=None):
             lines.append("-I " + jump[3:])
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_TARGET = re.compile(r"(?:^|\s)(?:-j|--jump|-g|--goto)\s+(\S+)")
+
+
+def rule_target(line):
+    """The chain or target a rule line jumps (-j) or goes (-g) to, or None for a rule without one.
+
+    Quoted words (comments, log prefixes) are blanked first, so "-j" inside them does not count.
+    """
+    bare = _QUOTED.sub('""', line)
+    if bare.count('"') % 2:
+        raise IptablesSaveError(f"{line[:60]!r} is not a rule line iptables-save prints: a quote is not closed")
+    match = _TARGET.search(bare)
+    return match.group(1) if match else None
+
+
+def jumps_into(table, chains):
+    """The rules of the built-in chains of `table` (a Table) that jump or go to one of `chains`."""
+    builtin = BUILTIN_CHAINS.get(table.name, ())
+    return [line for chain, line in table.rules if chain in builtin and rule_target(line) in chains]
+
+
+def delete_payload(table, chains):
+    """Text for `iptables-restore --noflush` that deletes owned `chains` of `table` (a Table) and the
+    jump rules into them from the built-in chains, in one transaction; "" when none of them exists.
+
+    Each chain is declared (which flushes it under --noflush), each jump is deleted with -D (once per
+    copy), then the chains are deleted with -X. Rules of other chains that still refer to one of them
+    would make the restore fail, so they are an error here, before anything runs.
+    """
+    doomed = [chain for chain in sorted(chains) if chain in table.policies]
+    for chain in doomed:
+        if not owned(chain) or chain in BUILTIN_CHAINS.get(table.name, ()):
+            raise ValueError(f"{chain} is not a chain netmend may delete; owned prefixes: {', '.join(OWNED_PREFIXES)}")
+    if not doomed:
+        return ""
+    doomed_set, jumps = set(doomed), jumps_into(table, set(doomed))
+    jump_set = set(jumps)
+    for chain, line in table.rules:
+        if chain in doomed_set or line in jump_set:
+            continue
+        if rule_target(line) in doomed_set:
+            raise ValueError(f"{table.name}: {line!r} refers to {rule_target(line)}, which would be deleted")
+    lines = [f"*{table.name}"]
+    lines += [f":{chain} - [0:0]" for chain in doomed]
+    lines += ["-D " + jump[3:] for jump in jumps]
+    lines += [f"-X {chain}" for chain in doomed]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"

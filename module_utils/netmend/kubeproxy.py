@@ -53,3 +53,54 @@ def probability(i, n):
         return None
     fixed = int(_STATISTIC_SCALE * float(written_probability(n - i)) + 0.5)  # C lround, half away from zero
     return "%.11f" % (fixed / _STATISTIC_SCALE)
+
+
+# What each kube-proxy mode creates on a node, and what `kube-proxy --cleanup` removes, as upstream
+# names it (kubernetes/kubernetes pkg/proxy/{iptables,ipvs,nftables}/proxier.go, CleanupLeftovers).
+# The same chains exist in the IPv4 and IPv6 tables.
+
+# iptables mode: cleanupLeftoversForFamily flushes and deletes these chains (and the jumps into them
+# from the built-in chains), plus every nat chain with a service chain prefix.
+IPTABLES_MODE_CHAINS = {
+    "filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
+               "KUBE-PROXY-FIREWALL", "KUBE-PROXY-CANARY"),
+    "nat": ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-PROXY-CANARY"),
+    "mangle": ("KUBE-PROXY-CANARY",),
+}
+# isServiceChainName: per-service and per-endpoint nat chains (KUBE-SVC-<hash> and friends).
+SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-SEP-", "KUBE-FW-", "KUBE-EXT-")
+# ipvs mode: iptablesCleanupChains, the kube-ipvs0 dummy device, its ipsets and the ipvs virtual servers.
+IPVS_MODE_CHAINS = {
+    "filter": ("KUBE-FORWARD", "KUBE-NODE-PORT", "KUBE-PROXY-FIREWALL", "KUBE-SOURCE-RANGES-FIREWALL",
+               "KUBE-IPVS-FILTER", "KUBE-IPVS-OUT-FILTER"),
+    "nat": ("KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-MARK-MASQ"),
+}
+IPVS_DUMMY_DEVICE = "kube-ipvs0"
+IPVS_DEVICE_KIND = "dummy"  # DeleteDummyDevice refuses any other kind of link with that name
+IPSET_PREFIX = "KUBE-"  # ipsetInfo: KUBE-CLUSTER-IP, KUBE-LOOP-BACK, ... and KUBE-6-* for IPv6
+# nftables mode: one table per family, deleted whole.
+NFTABLES_TABLE = "kube-proxy"
+NFTABLES_FAMILIES = ("ip", "ip6")
+# Chains kubelet creates (pkg/kubelet/kubelet_network_linux.go) that kube-proxy's cleanup leaves alone.
+KUBELET_CHAINS = {
+    "filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"),
+    "nat": ("KUBE-MARK-DROP", "KUBE-KUBELET-CANARY"),
+    "mangle": ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"),
+}
+
+
+def is_service_chain(chain):
+    """Whether `chain` is one of kube-proxy's per-service or per-endpoint chains (iptables mode, nat)."""
+    return chain.startswith(SERVICE_CHAIN_PREFIXES)
+
+
+def mode_chains(mode, table, existing=()):
+    """The chains of `table` that kube-proxy in `mode` owns, among `existing` for the prefixed ones."""
+    if mode == "iptables":
+        named = set(IPTABLES_MODE_CHAINS.get(table, ()))
+        if table == "nat":
+            named |= {chain for chain in existing if is_service_chain(chain)}
+        return named
+    if mode == "ipvs":
+        return set(IPVS_MODE_CHAINS.get(table, ()))
+    return set()

@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from lab import topology
+from lab import dataplane, topology
 from tests.labutil import failing_probes, host, lab_cli, playbook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
@@ -194,3 +194,34 @@ def test_dns_role_refuses_a_loopback_only_node_resolv_conf(fresh):
         assert yaml.safe_load(w2.file(KUBELET_DNS).content_string)["resolvConf"] == "/etc/resolv.conf"
     finally:
         w2.check_output(f"printf '%s' '{before}' > /etc/resolv.conf")
+
+
+def test_kube_proxy_mode_change_removes_only_the_old_modes_rules(fresh):
+    """Last in this module: it leaves w2 without kube-proxy rules, as a switch to nftables mode would."""
+    w2 = fresh["w2"]
+    playbook("--tags", "kube_proxy,forward")
+    assert w2.file("/var/lib/netmend/kube-proxy-mode").content_string.splitlines()[-1] == "iptables"
+    cp1 = fresh["cp1"]
+    config = yaml.safe_load(cp1.file("/etc/kubernetes/netmend/kube-proxy-config.yaml").content_string)
+    assert config["kind"] == "KubeProxyConfiguration" and config["mode"] == "iptables"
+    assert config["clusterCIDR"] == "10.244.0.0/16"
+    configmap = yaml.safe_load(cp1.file("/etc/kubernetes/netmend/kube-proxy-configmap.yaml").content_string)
+    assert yaml.safe_load(configmap["data"]["config.conf"]) == config
+
+    # The old kube-proxy is gone (the lab's stand-in stops); the host has rules of its own.
+    w2.check_output(f"kill $(cat {dataplane.KUBE_PROXY_PID})")
+    w2.check_output('iptables -A INPUT -p icmp -j LOG --log-prefix "host-input: " && iptables -N HOST-OWN'
+                    " && iptables -A HOST-OWN -s 192.0.2.0/24 -j RETURN")
+    save = "iptables-save | grep -v '^#'"
+    before = w2.check_output(save)
+    out = playbook("--tags", "kube_proxy", "--limit", "w2", "--diff", "-e", "kube_proxy_mode=nftables").stdout
+    assert re.search(r"w2\s+: ok=\d+\s+changed=[1-9]", out)
+    after = w2.check_output(save)
+    assert not re.search(r"KUBE-(SVC|SEP|SERVICES|NODEPORTS|POSTROUTING|PROXY-CANARY)", after)
+    kept = [line for line in before.splitlines() if not re.search(r"KUBE-(SVC|SEP|SERVICES|NODEPORTS|POSTROUTING|"
+                                                                   r"PROXY-CANARY|MARK-MASQ)", line)]
+    assert [line for line in after.splitlines() if line in kept] == kept, "the host's, flannel's and netmend's stay"
+    assert "-A HOST-OWN -s 192.0.2.0/24 -j RETURN" in after and "FLANNEL-POSTRTG" in after
+    assert "NETMEND-FORWARD" in after
+    again = playbook("--tags", "kube_proxy", "--limit", "w2", "-e", "kube_proxy_mode=nftables").stdout
+    assert re.search(r"w2\s+: ok=\d+\s+changed=0 ", again)
