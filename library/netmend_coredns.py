@@ -116,7 +116,7 @@ from ansible.module_utils.netmend.coredns import (
     root_settings,
 )
 from ansible.module_utils.netmend.errors import ProblemsError
-from ansible.module_utils.netmend.files import write_atomic
+from ansible.module_utils.netmend.files import file_change, replace_file
 
 FILE_MODE = 0o644
 # The option and role variable behind each field of the core's errors, so that a failure names what
@@ -132,12 +132,6 @@ def _named(fieldname):
     return f"{option}{sep}{rest}" + (f" ({variable})" if variable else "")
 
 
-def _read(path):
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
 
 
 def _check_path(name, path):
@@ -184,19 +178,16 @@ def main():
     if p["configmap_path"]:
         texts[p["configmap_path"]] = render_configmap(corefile)
     for path, text in texts.items():
-        current = _read(path)
-        result["diff"].append({"before_header": path if current is not None else f"{path} (absent)",
-                               "after_header": path, "before": current or "", "after": text})
-        mode_wrong = current is not None and os.stat(path).st_mode & 0o7777 != FILE_MODE
-        if current == text and not mode_wrong:
+        changed, diff = file_change(path, text, FILE_MODE)
+        result["diff"].append(diff)
+        if not changed:
             continue
         result["changed"] = True
         if module.check_mode:
             continue
-        if current is not None and current != text and p["backup"]:
-            result["backup_files"].append(module.backup_local(path))
         try:
-            write_atomic(module, path, text, FILE_MODE)
+            backup_file = replace_file(module, path, text, mode=FILE_MODE, backup=p["backup"])
+            result["backup_files"] += [backup_file] if backup_file else []
         except Exception as exc:  # atomic_move raises a plain Exception
             module.fail_json(msg=f"cannot write {path}: {exc}", **result)
     result.update(corefile=corefile, settings=root_settings(corefile), configmap=configmap(corefile))

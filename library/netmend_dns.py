@@ -154,7 +154,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.netmend.errors import ProblemsError
-from ansible.module_utils.netmend.files import write_atomic
+from ansible.module_utils.netmend.files import file_change, read_text, replace_file
 from ansible.module_utils.netmend.resolvconf import (
     ETC_RESOLV_CONF,
     KUBELET_DROPIN,
@@ -183,13 +183,6 @@ def _named(fieldname):
     return f"{fieldname} ({ROLE_VARS[base]})" if base in ROLE_VARS else fieldname
 
 
-def _read(path):
-    """The file's text, or None when it does not exist."""
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
 
 
 class KubeletDns:
@@ -238,9 +231,9 @@ class KubeletDns:
         p = self.p
         try:
             if p["resolv_conf"] == "auto":
-                return choose_resolv_conf(_read(p["host_resolv_conf"]), _read(p["resolved_resolv_conf"]),
+                return choose_resolv_conf(read_text(p["host_resolv_conf"]), read_text(p["resolved_resolv_conf"]),
                                           p["host_resolv_conf"], p["resolved_resolv_conf"])
-            return check_resolv_conf(p["resolv_conf"], _read(p["resolv_conf"]))
+            return check_resolv_conf(p["resolv_conf"], read_text(p["resolv_conf"]))
         except ProblemsError as exc:
             self.fail("; ".join(f"{_named(f)}: {m}" for f, m in exc.problems) + "; nothing was changed")
         except ResolvConfError as exc:
@@ -253,19 +246,16 @@ class KubeletDns:
     def put(self, path, text):
         """Compare, record the diff, write (with a backup) unless in check mode; True when it changes."""
         try:
-            current = _read(path)
+            changed, diff = file_change(path, text, FILE_MODE)
         except OSError as exc:
             self.fail(f"cannot read {path}: {exc.strerror}")
-        mode_wrong = current is not None and os.stat(path).st_mode & 0o7777 != FILE_MODE
-        self.result["diff"].append({"before_header": path if current is not None else f"{path} (absent)",
-                                    "after_header": path, "before": current or "", "after": text})
-        if current == text and not mode_wrong:
+        self.result["diff"].append(diff)
+        if not changed:
             return False
         if not self.module.check_mode:
-            if current is not None and current != text and self.p["backup"]:
-                self.result["backup_files"].append(self.module.backup_local(path))
             try:
-                write_atomic(self.module, path, text, FILE_MODE)
+                backup_file = replace_file(self.module, path, text, mode=FILE_MODE, backup=self.p["backup"])
+                self.result["backup_files"] += [backup_file] if backup_file else []
             except Exception as exc:  # atomic_move raises a plain Exception
                 self.fail(f"cannot write {path}: {exc}")
         return True
@@ -281,7 +271,7 @@ class KubeletDns:
             configured = kubelet_config_dir([a for a in argv if a] or [""])
             if configured is not None:
                 try:
-                    unit = systemd_unit(_read(f"/proc/{pid}/cgroup") or "")
+                    unit = systemd_unit(read_text(f"/proc/{pid}/cgroup") or "")
                 except OSError:
                     unit = ""
                 found.append({"pid": int(pid), "config_dir": configured, "unit": unit})

@@ -207,7 +207,7 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.files import write_atomic
+from ansible.module_utils.netmend.files import read_text, write_atomic
 from ansible.module_utils.netmend.flannel import (
     CNI_CONF_PATH,
     CNI_PLUGIN_IMAGE,
@@ -245,10 +245,6 @@ def _label(field):
     option = OPTION.get(variable)
     return f"{option} ({field})" if option else field
 
-
-def _read(path):
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        return handle.read()
 
 
 class Flannel:
@@ -310,7 +306,7 @@ class Flannel:
             current = None
             if os.path.exists(path):
                 try:
-                    current = _read(path)
+                    current = read_text(path)
                 except OSError as exc:
                     self.fail(f"cannot read {path}: {exc.strerror or exc}")
             mode_wrong = current is not None and os.stat(path).st_mode & 0o7777 != FILE_MODE

@@ -126,18 +126,13 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.netmend.errors import ProblemsError
-from ansible.module_utils.netmend.files import write_atomic
+from ansible.module_utils.netmend.files import file_change, replace_file
 from ansible.module_utils.netmend.kmod import IPVS_SCHEDULERS, PROXY_MODES
 from ansible.module_utils.netmend.proxyconfig import CONFIG_FILE, CONFIGMAP_FILE, DEFAULTS, render, validate
 
 FILE_MODE = 0o644
 
 
-def _read(path):
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        return handle.read()
 
 
 def main():
@@ -181,19 +176,17 @@ def main():
         if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
             module.fail_json(msg=f"dest: {path} is a symlink or not a regular file; netmend replaces the files it "
                                  "owns, so point dest at a directory of its own")
-        current, text = _read(path), rendered["files"][name]
-        mode_wrong = current is not None and os.stat(path).st_mode & 0o7777 != FILE_MODE
-        if current != text or mode_wrong:
-            writes.append((path, current, text))
-        result["diff"].append({"before_header": path if current is not None else f"{path} (absent)",
-                               "after_header": path, "before": current or "", "after": text})
+        text = rendered["files"][name]
+        changed, diff = file_change(path, text, FILE_MODE)
+        if changed:
+            writes.append((path, text))
+        result["diff"].append(diff)
     result["changed"] = bool(writes)
     if writes and not module.check_mode:
-        for path, current, text in writes:
-            if current is not None and current != text and p["backup"]:
-                result["backup_files"].append(module.backup_local(path))
+        for path, text in writes:
             try:
-                write_atomic(module, path, text, FILE_MODE)
+                backup_file = replace_file(module, path, text, mode=FILE_MODE, backup=p["backup"])
+                result["backup_files"] += [backup_file] if backup_file else []
             except Exception as exc:  # atomic_move raises a plain Exception
                 module.fail_json(msg=f"cannot write {path}: {exc}", **result)
     module.exit_json(**result)
