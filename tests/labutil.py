@@ -23,6 +23,15 @@ def lab_cli(*args, check=True, timeout=300):
     return proc
 
 
+def fresh_lab(lab):
+    """Rebuild the lab from the inventory (a cluster netmend has not provisioned yet), refresh the session's
+    `lab` state, and return a testinfra host per node."""
+    lab_cli("up")
+    lab.clear()
+    lab.update(topology.load_state())
+    return {name: host(name) for name in lab["nodes"]}
+
+
 def host(name):
     """A testinfra host for a lab node, over the lab's real ssh."""
     return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lab import dataplane, topology
-from tests.labutil import LAB_INVENTORY, ROOT, SSH_CONFIG, host, lab_cli, node_state, playbook
+from tests.labutil import LAB_INVENTORY, ROOT, SSH_CONFIG, fresh_lab, host, lab_cli, node_state, playbook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
@@ -261,9 +261,7 @@ def test_down_cleans_a_half_built_lab(lab):
         assert not topology.alive(proc["pid"])
     assert lab_cli("status", check=False).returncode == 1
     # Leave the lab up again for any test that follows.
-    lab_cli("up")
-    lab.clear()
-    lab.update(topology.load_state())
+    fresh_lab(lab)
 
 
 def test_down_never_kills_a_process_outside_the_lab(lab):
@@ -279,9 +277,7 @@ def test_down_never_kills_a_process_outside_the_lab(lab):
     finally:
         bystander.kill()
         bystander.wait()
-        lab_cli("up")
-        lab.clear()
-        lab.update(topology.load_state())
+        fresh_lab(lab)
 
 
 def test_lab_cli_refuses_unknown_commands():
@@ -301,15 +297,11 @@ def test_host_gw_backend_passes_every_probe(lab, tmp_path):
         assert [r for r in report["results"] if not r["pass"]] == []
         assert any(r["path"] == "pod to pod, cross node (host-gw)" for r in report["results"])
     finally:
-        lab_cli("up")
-        lab.clear()
-        lab.update(topology.load_state())
+        fresh_lab(lab)
 
 
 def test_forward_drop_breaks_pod_traffic_and_site_yml_repairs_it(lab):
-    lab_cli("up")  # a lab that netmend has not provisioned yet
-    lab.clear()
-    lab.update(topology.load_state())
+    fresh_lab(lab)  # a lab that netmend has not provisioned yet
     for name in lab["nodes"]:
         host(name).check_output("iptables -P FORWARD DROP")  # what Docker does
     report = json.loads(lab_cli("probe", "--json", check=False).stdout)
@@ -326,10 +318,7 @@ def test_forward_drop_breaks_pod_traffic_and_site_yml_repairs_it(lab):
 
 
 def test_check_mode_on_a_fresh_lab_changes_nothing(lab):
-    lab_cli("up")
-    lab.clear()
-    lab.update(topology.load_state())
-    hosts = {name: host(name) for name in lab["nodes"]}
+    hosts = fresh_lab(lab)
     before = {name: node_state(h) for name, h in hosts.items()}
     out = playbook("--check", "--diff").stdout
     assert re.findall(r"changed=(\d+)", out) and all(int(n) > 0 for n in re.findall(r"changed=(\d+)", out))

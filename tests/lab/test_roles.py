@@ -8,8 +8,8 @@ import time
 import pytest
 import yaml
 
-from lab import dataplane, topology
-from tests.labutil import failing_probes, host, lab_cli, playbook
+from lab import dataplane
+from tests.labutil import failing_probes, fresh_lab, lab_cli, playbook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
@@ -35,10 +35,7 @@ def _wait_for_resync(hosts, seconds=10):
 
 @pytest.fixture(scope="module")
 def fresh(lab):
-    lab_cli("up")
-    lab.clear()
-    lab.update(topology.load_state())
-    return {name: host(name) for name in lab["nodes"]}
+    return fresh_lab(lab)
 
 
 def test_default_firewalld_breaks_the_cluster_and_site_yml_configures_it(fresh):

@@ -6,8 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from lab import topology
-from tests.labutil import LAB_INVENTORY, host, lab_cli, node_state, playbook
+from tests.labutil import LAB_INVENTORY, fresh_lab, node_state, playbook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
@@ -59,10 +58,7 @@ BAD_VARS = [
 
 @pytest.fixture(scope="module")
 def nodes(lab):
-    lab_cli("up")
-    lab.clear()
-    lab.update(topology.load_state())
-    hosts = {name: host(name) for name in lab["nodes"]}
+    hosts = fresh_lab(lab)
     before = {name: node_state(h) for name, h in hosts.items()}
     yield hosts
     assert {name: node_state(h) for name, h in hosts.items()} == before, "a bad run changed a node"

@@ -10,6 +10,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 
@@ -47,16 +49,41 @@ def run_in_sandbox(script, private_dirs=(), path_prefix=None, timeout=120):
     return proc
 
 
-def results(stdout):
-    """The per-host module results of every `ansible` run in a script's output, in order."""
+def json_docs(stdout):
+    """Every JSON object printed in a script's output, in order."""
     found, decoder, i = [], json.JSONDecoder(), 0
     while (start := stdout.find("{", i)) != -1:
         try:
-            doc, end = decoder.raw_decode(stdout, start)
+            doc, i = decoder.raw_decode(stdout, start)
         except ValueError:
             i = start + 1
             continue
-        if isinstance(doc, dict) and "plays" in doc:
-            found.append(doc["plays"][0]["tasks"][0]["hosts"]["localhost"])
-        i = end
+        found.append(doc)
     return found
+
+
+def results(stdout):
+    """The per-host module results of every `ansible` run in a script's output, in order."""
+    return [doc["plays"][0]["tasks"][0]["hosts"]["localhost"] for doc in json_docs(stdout)
+            if isinstance(doc, dict) and "plays" in doc]
+
+
+def result_file(out, name):
+    """The module result a run saved as OUT/NAME.json (the JSON callback's host entry); its stderr is NAME.err."""
+    raw = (out / f"{name}.json").read_text()
+    try:
+        return json.loads(raw)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    except (ValueError, KeyError) as exc:
+        raise AssertionError(f"{name}: no result\n{raw}\n{(out / f'{name}.err').read_text()}") from exc
+
+
+def legacy_iptables(tmp_path, tools=("iptables", "iptables-save", "iptables-restore")):
+    """A PATH directory whose iptables tools are the legacy backend's; pytest.skip without it."""
+    bindir = tmp_path / "legacy"
+    bindir.mkdir()
+    for tool in tools:
+        legacy = f"/usr/sbin/{tool.replace('tables', 'tables-legacy', 1)}"
+        if not os.path.exists(legacy):
+            pytest.skip("iptables-legacy is not installed")
+        (bindir / tool).symlink_to(legacy)
+    return str(bindir)

@@ -18,7 +18,7 @@ import pytest
 from lab.dataplane import network_config
 from netmend.cluster import build_cluster
 from netmend.flannel import net_conf, parse_etcdctl_get, parse_net_conf
-from tests.modules.sandbox import ROOT, can_sandbox, module_cmd, run_in_sandbox
+from tests.modules.sandbox import ROOT, can_sandbox, module_cmd, result_file, run_in_sandbox
 
 pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and `unshare --net --mount`")
 
@@ -119,11 +119,7 @@ class Etcd:
         return self
 
     def result(self, name):
-        raw = (self.out / f"{name}.json").read_text()
-        try:
-            return json.loads(raw)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-        except (ValueError, KeyError) as exc:
-            raise AssertionError(f"{name}: no result\n{raw}\n{(self.out / f'{name}.err').read_text()}") from exc
+        return result_file(self.out, name)
 
     def stored(self, name, key=KEY):
         """The value etcdctl read back, or None when the key was absent."""

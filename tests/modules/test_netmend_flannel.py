@@ -20,7 +20,7 @@ from netmend.flannel import (
     render_manifests,
     settings,
 )
-from tests.modules.sandbox import ROOT, can_sandbox, module_cmd, run_in_sandbox
+from tests.modules.sandbox import ROOT, can_sandbox, module_cmd, result_file, run_in_sandbox
 
 pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and `unshare --net --mount`")
 
@@ -57,11 +57,7 @@ class Sandbox:
         return self
 
     def result(self, name):
-        raw = (self.out / f"{name}.json").read_text()
-        try:
-            return json.loads(raw)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-        except (ValueError, KeyError) as exc:
-            raise AssertionError(f"{name}: no result\n{raw}\n{(self.out / f'{name}.err').read_text()}") from exc
+        return result_file(self.out, name)
 
     def text(self, name):
         return (self.out / name).read_text()

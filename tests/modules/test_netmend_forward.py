@@ -1,10 +1,9 @@
 """netmend_forward on real iptables (legacy and nft), in a throwaway network namespace."""
 
-import os
 
 import pytest
 
-from tests.modules.sandbox import can_sandbox, module_cmd, results, run_in_sandbox
+from tests.modules.sandbox import can_sandbox, legacy_iptables, module_cmd, results, run_in_sandbox
 
 pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and unshare --net")
 
@@ -18,14 +17,7 @@ CANARY = 'iptables -P FORWARD DROP\niptables -A FORWARD -p icmp -j LOG --log-pre
 def backend(request, tmp_path):
     if request.param == "nf_tables":
         return request.param, None
-    bindir = tmp_path / "legacy"
-    bindir.mkdir()
-    for tool in ("iptables", "iptables-save", "iptables-restore"):
-        legacy = f"/usr/sbin/{tool.replace('iptables', 'iptables-legacy', 1)}"
-        if not os.path.exists(legacy):
-            pytest.skip("iptables-legacy is not installed")
-        (bindir / tool).symlink_to(legacy)
-    return request.param, str(bindir)
+    return request.param, legacy_iptables(tmp_path)
 
 
 def test_accept_pod_cidr_adds_own_chain_once_and_keeps_host_rules(backend):

@@ -3,12 +3,11 @@ network namespace: each mode switch removes what kube-proxy owned for the old mo
 host's (seed 000's LOG rules, a host chain, `table inet filter`, an ipset, a link) or kubelet's."""
 
 import json
-import os
 import re
 
 import pytest
 
-from tests.modules.sandbox import ROOT, can_sandbox, module_cmd, results, run_in_sandbox
+from tests.modules.sandbox import ROOT, can_sandbox, legacy_iptables, module_cmd, results, run_in_sandbox
 
 pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and unshare --net")
 
@@ -43,14 +42,8 @@ sys.exit(proc.returncode)
 def backend(request, tmp_path):
     if request.param == "nf_tables":
         return request.param, None
-    bindir = tmp_path / "legacy"
-    bindir.mkdir()
-    for tool in ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"):
-        legacy = f"/usr/sbin/{tool.replace('tables', 'tables-legacy', 1)}"
-        if not os.path.exists(legacy):
-            pytest.skip("iptables-legacy is not installed")
-        (bindir / tool).symlink_to(legacy)
-    return request.param, str(bindir)
+    tools = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
+    return request.param, legacy_iptables(tmp_path, tools)
 
 
 def dummy_ip(tmp_path, bindir=None):

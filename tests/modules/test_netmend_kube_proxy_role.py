@@ -11,7 +11,7 @@ import yaml
 
 from lab.inventory import load_cluster
 from lab.kubeproxy import render_flannel_masq, render_rules
-from tests.modules.sandbox import ROOT, can_sandbox, run_in_sandbox
+from tests.modules.sandbox import ROOT, can_sandbox, json_docs, run_in_sandbox
 
 pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and unshare --net")
 
@@ -58,20 +58,9 @@ def play(tmp_path, rules, runs, extra=""):
     proc = run_in_sandbox(script, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saves = re.findall(r"^@@save\n(.*?)^@@end$", proc.stdout, re.S | re.M)
-    stats = [doc for doc in _json_docs(proc.stdout) if "stats" in doc]
+    stats = [doc for doc in json_docs(proc.stdout) if "stats" in doc]
     return saves, stats
 
-
-def _json_docs(stdout):
-    decoder, i, found = json.JSONDecoder(), 0, []
-    while (start := stdout.find("{", i)) != -1:
-        try:
-            doc, i = decoder.raw_decode(stdout, start)
-        except ValueError:
-            i = start + 1
-            continue
-        found.append(doc)
-    return found
 
 
 def task_name(task):
