@@ -94,7 +94,7 @@ import json
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.flannel import FlannelError, parse_etcdctl_get
+from ansible.module_utils.netmend.flannel import FlannelError, etcdctl_argv, parse_etcdctl_get
 
 KEY = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 ENDPOINT = re.compile(r"^https?://[^\s,/]+(:[0-9]{1,5})?/?$")
@@ -140,11 +140,7 @@ class EtcdKey:
     def etcdctl(self, *args, data=None):
         p = self.p
         binary = p["etcdctl"] or self.module.get_bin_path("etcdctl", required=True)
-        argv = [binary, f"--endpoints={','.join(p['endpoints'])}", f"--dial-timeout={p['timeout']}s",
-                f"--command-timeout={p['timeout']}s"]
-        for flag, option in (("--cacert", "ca_file"), ("--cert", "cert_file"), ("--key", "key_file")):
-            if p[option]:
-                argv.append(f"{flag}={p[option]}")
+        argv = etcdctl_argv(binary, p["endpoints"], p["timeout"], p["ca_file"], p["cert_file"], p["key_file"])
         rc, out, err = self.module.run_command(argv + list(args), data=data, binary_data=True,
                                                environ_update={"ETCDCTL_API": "3", "LC_ALL": "C"})
         if rc != 0:

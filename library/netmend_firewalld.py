@@ -77,21 +77,10 @@ commands:
 """
 
 import json  # noqa: E402 - Ansible modules put DOCUMENTATION first
-import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.netmend.files import write_atomic  # noqa: E402
-from ansible.module_utils.netmend.firewalld import (  # noqa: E402
-    FirewalldError,
-    apply_changes,
-    check_want,
-    commands,
-    parse_list_all,
-    plan,
-    render,
-)
-
-CONFIGS = (("runtime", False), ("permanent", True))
+from ansible.module_utils.netmend.files import read_text, write_atomic  # noqa: E402
+from ansible.module_utils.netmend.firewalld import FirewalldError, check_want, load_owned, reconcile  # noqa: E402
 
 
 def main():
@@ -130,17 +119,12 @@ def main():
                                  "firewall_mode configured starts it before this module runs")
         zone = p["zone"] or firewall_cmd(["--get-default-zone"])[1].strip()
         want = check_want({**p, "zone": zone})
-        owned = _load_owned(module, p["state_file"])
-        all_changes, new_owned, before, after = [], {}, [], []
-        for config, permanent in CONFIGS:
-            current = {}
-            for zname in want:
-                args = (["--permanent"] if permanent else []) + [f"--zone={zname}", "--list-all"]
-                current[zname] = parse_list_all(firewall_cmd(args)[1])
-            changes, new_owned[config] = plan(want, current, owned.get(config, {}))
-            all_changes += commands(changes, permanent)
-            before += [f"# {config}\n"] + [render(current[z]) for z in want]
-            after += [f"# {config}\n"] + [render(apply_changes(current[z], changes)) for z in want]
+        owned = load_owned(read_text(p["state_file"]), p["state_file"])
+
+        def list_zone(zname, permanent):
+            return firewall_cmd((["--permanent"] if permanent else []) + [f"--zone={zname}", "--list-all"])[1]
+
+        all_changes, new_owned, before, after = reconcile(want, owned, list_zone)
     except FirewalldError as exc:
         module.fail_json(msg=str(exc))
 
@@ -151,21 +135,8 @@ def main():
         if new_owned != owned:
             write_atomic(module, p["state_file"], json.dumps(new_owned, indent=2, sort_keys=True) + "\n", 0o644)
     module.exit_json(changed=changed, zone=zone, commands=["firewall-cmd " + " ".join(a) for a in all_changes],
-                     diff={"before": "".join(before), "after": "".join(after),
+                     diff={"before": before, "after": after,
                            "before_header": "firewalld (before)", "after_header": "firewalld (after)"})
-
-
-def _load_owned(module, path):
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            owned = json.load(fh)
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"state_file: {path} is not netmend's JSON record ({exc}); move it away to start over")
-    if not isinstance(owned, dict):
-        module.fail_json(msg=f"state_file: {path} is not netmend's JSON record (not an object)")
-    return owned
 
 
 if __name__ == "__main__":

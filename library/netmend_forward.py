@@ -77,22 +77,10 @@ from ansible.module_utils.netmend.iptables import (  # noqa: E402
     parse_version,
     restore_payload,
 )
+from ansible.module_utils.netmend.iptables import forward_accept_rules as desired  # noqa: E402
 
-COMMENT = "netmend: pod CIDR forwarding"
 LOCK_WAIT = "5"
-MASQ_MARK = "0x4000"  # kube-proxy's KUBE-MARK-MASQ mark
 MAX_CHAIN = 28  # iptables chain names are at most 28 characters
-
-
-def desired(chain, cidr):
-    """Accept what kube-proxy's KUBE-FORWARD and flannel's FLANNEL-FWD accept: pod CIDR traffic, packets
-    kube-proxy marked for masquerade (NodePort traffic to an endpoint on another node, hostNetwork ones
-    included: seed 000 section 4) and their replies."""
-    tag = f'-m comment --comment "{COMMENT}"'
-    rules = [f"-A {chain} -s {cidr} {tag} -j ACCEPT", f"-A {chain} -d {cidr} {tag} -j ACCEPT",
-             f"-A {chain} -m mark --mark {MASQ_MARK}/{MASQ_MARK} {tag} -j ACCEPT",
-             f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT"]
-    return rules, f"-A FORWARD {tag} -j {chain}"
 
 
 def view(table, chain):

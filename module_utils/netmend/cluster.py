@@ -425,3 +425,42 @@ def _place_pods(c, cluster):
                             ip=str(ip), app=svc.app))
             next_ip[node_name] += 1
     return pods
+
+
+def truth(cluster, leases=(), pod_resolv_path="", hostnet_resolv_path=""):
+    """What every node is checked against, computed once for the whole cluster (roles/health).
+
+    leases: flannel's leases as read from etcd (netmend.flannel.parse_etcd_leases); each is matched to a
+    node by its public IP, or by the subnet the cluster model gives the node. A node without one gets
+    the model's subnet and its inventory address (and no VtepMAC). hostNetwork endpoints are the
+    node's current public IP from its lease: kube-proxy's DNAT must follow the node when its IP changes.
+    pod_resolv_path / hostnet_resolv_path: where a pod's resolv.conf is on its node, with {pod} for the
+    pod's name ("" = not checked). Pods of the cluster DNS service keep the node's resolv.conf
+    (dnsPolicy Default) and are left out.
+    """
+    by_ip = {lease["public_ip"]: lease for lease in leases}
+    by_subnet = {lease["subnet"]: lease for lease in leases}
+    node_leases = []
+    for node in cluster.nodes:
+        lease = by_ip.get(node.address) or by_subnet.get(node.subnet) or {}
+        node_leases.append({"node": node.name, "subnet": lease.get("subnet", node.subnet),
+                            "public_ip": lease.get("public_ip", node.address), "vtep_mac": lease.get("vtep_mac")})
+    current_ip = {lease["node"]: lease["public_ip"] for lease in node_leases}
+    services = []
+    for svc in cluster.services:
+        pods = cluster.service_pods(svc)
+        for port in svc.ports:
+            endpoints = [f"{current_ip[p.node] if p.host_network else p.ip}:{port.target_port}" for p in pods]
+            services.append({"namespace": svc.namespace, "name": svc.name, "port_name": port.name,
+                             "protocol": port.protocol, "cluster_ip": svc.cluster_ip, "port": port.port,
+                             "endpoints": endpoints})
+    dns_apps = {(s.namespace, s.app) for s in cluster.services if s.cluster_ip == cluster.cluster_dns}
+    pods = {node.name: [] for node in cluster.nodes}
+    for pod in cluster.pods:
+        template = hostnet_resolv_path if pod.host_network else pod_resolv_path
+        if template and (pod.namespace, pod.app) not in dns_apps:
+            pods[pod.node].append({"name": pod.name, "namespace": pod.namespace, "host_network": pod.host_network,
+                                   "path": template.replace("{pod}", pod.name)})
+    return {"leases": node_leases, "services": services, "pods": pods,
+            "flannel": {k: cluster.flannel[k] for k in ("backend", "vni", "port", "mtu")},
+            "addresses": {node.name: node.address for node in cluster.nodes}}

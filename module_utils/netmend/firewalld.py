@@ -7,6 +7,7 @@ The plan is applied to the runtime and the permanent configuration separately: `
 """
 
 import ipaddress
+import json
 import re
 
 from .errors import ProblemsError
@@ -232,3 +233,47 @@ def render(zone):
     return (f"{zone['zone']}\n  interfaces: {' '.join(zone.get('interfaces', []))}\n"
             f"  sources: {' '.join(zone.get('sources', []))}\n  ports: {' '.join(zone.get('ports', []))}\n"
             f"  masquerade: {'yes' if zone.get('masquerade') else 'no'}\n")
+
+
+CONFIGS = (("runtime", False), ("permanent", True))
+
+
+def reconcile(want, owned, list_zone):
+    """Everything firewalld needs, in both configurations: (argument lists for firewall-cmd, the owned
+    record after, diff text before, diff text after). list_zone(zone, permanent) returns the zone's
+    `firewall-cmd [--permanent] --zone=Z --list-all` text; owned is the record of what netmend added."""
+    argvs, new_owned, before, after = [], {}, [], []
+    for config, permanent in CONFIGS:
+        current = {zname: parse_list_all(list_zone(zname, permanent)) for zname in want}
+        changes, new_owned[config] = plan(want, current, owned.get(config, {}))
+        argvs += commands(changes, permanent)
+        before += [f"# {config}\n"] + [render(current[z]) for z in want]
+        after += [f"# {config}\n"] + [render(apply_changes(current[z], changes)) for z in want]
+    return argvs, new_owned, "".join(before), "".join(after)
+
+
+def missing(want, current):
+    """What the running firewall lacks for the node (the adds and binds of plan, without removals):
+    ["zone: port 8472/udp", "trusted: interface cni0", "public: masquerade"]."""
+    changes, _ = plan(want, current, {})
+    stems = dict(KINDS)
+    out = []
+    for zname, action, kind, values in changes:
+        if action == "remove":
+            continue
+        out += [f"{zname}: masquerade"] if kind == "masquerade" else [f"{zname}: {stems[kind]} {v}" for v in values]
+    return out
+
+
+def load_owned(text, path):
+    """The record of what netmend added (the firewall role's state file), {} when there is none."""
+    if text is None:
+        return {}
+    try:
+        owned = json.loads(text)
+    except ValueError as exc:
+        raise FirewalldError([("state_file", f"{path} is not netmend's JSON record ({exc}); move it away "
+                                             "to start over")]) from None
+    if not isinstance(owned, dict):
+        raise FirewalldError([("state_file", f"{path} is not netmend's JSON record (not an object)")])
+    return owned

@@ -698,3 +698,74 @@ def parse_etcdctl_get(text, key):
     if got != key:
         raise FlannelError([(source, f"returned key {got!r}, not {key!r}")])
     return value
+
+
+def render_subnet_env(network, gateway_cidr, mtu, ipmasq=True):
+    """/run/flannel/subnet.env as flanneld writes it (gateway_cidr: cni0's address, 10.244.1.1/24)."""
+    return (f"FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={gateway_cidr}\nFLANNEL_MTU={mtu}\n"
+            f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n")
+
+
+MASQ_CHAIN = "FLANNEL-POSTRTG"
+MASQ_COMMENT = '-m comment --comment "flanneld masq"'
+MASQ_JUMP = f"-A POSTROUTING {MASQ_COMMENT} -j {MASQ_CHAIN}"
+
+
+def masquerade_rules(network, subnet):
+    """flanneld's (v0.15+) nat rules in FLANNEL-POSTRTG for the pod network and the node's subnet:
+    pod to pod is not translated, pod to outside is masqueraded (multicast excepted), and traffic from
+    outside the pod network to another node's pods is masqueraded so that replies come back here."""
+    c = MASQ_COMMENT
+    return [f"-A {MASQ_CHAIN} -s {network} -d {network} {c} -j RETURN",
+            f"-A {MASQ_CHAIN} -s {network} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully",
+            f"-A {MASQ_CHAIN} ! -s {network} -d {subnet} {c} -j RETURN",
+            f"-A {MASQ_CHAIN} ! -s {network} -d {network} {c} -j MASQUERADE --random-fully"]
+
+
+def parse_etcd_leases(text, prefix=ETCD_PREFIX):
+    """flannel's subnet leases from `etcdctl get --prefix <prefix>/subnets/ -w json`:
+    [{subnet, public_ip, backend, vtep_mac, vni}] sorted by subnet. Raises FlannelError naming the key."""
+    source = f"etcdctl get --prefix {prefix}/subnets/"
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise FlannelError([(source, f"output is not JSON (etcdctl -w json prints one object): {text[:200]!r}")]) \
+            from None
+    if not isinstance(doc, dict) or "header" not in doc:
+        raise FlannelError([(source, "output has no header; it is not etcdctl's -w json output")])
+    leases, problems = [], []
+    for kv in doc.get("kvs") or []:
+        try:
+            key = base64.b64decode(kv.get("key", ""), validate=True).decode("utf-8")
+            value = json.loads(base64.b64decode(kv.get("value", ""), validate=True).decode("utf-8"))
+        except (AttributeError, binascii.Error, UnicodeDecodeError, TypeError, ValueError) as exc:
+            problems.append((source, f"an entry is not a base64 key and JSON value: {exc}"))
+            continue
+        name = key.rsplit("/", 1)[-1]
+        try:
+            if name.count("-") != 1:
+                raise ValueError(name)
+            subnet = str(ipaddress.ip_network(name.replace("-", "/"), strict=True))
+        except ValueError:
+            problems.append((key, "is not a lease key <prefix>/subnets/<network>-<prefixlen>"))
+            continue
+        if not isinstance(value, dict) or not isinstance(value.get("PublicIP"), str):
+            problems.append((key, "has no PublicIP; a flannel lease is {\"PublicIP\": ..., \"BackendType\": ...}"))
+            continue
+        data = value.get("BackendData") or {}
+        leases.append({"subnet": subnet, "public_ip": value["PublicIP"], "backend": value.get("BackendType"),
+                       "vtep_mac": data.get("VtepMAC") if isinstance(data, dict) else None,
+                       "vni": data.get("VNI") if isinstance(data, dict) else None})
+    if problems:
+        raise FlannelError(problems)
+    return sorted(leases, key=lambda lease: ipaddress.ip_network(lease["subnet"]))
+
+
+def etcdctl_argv(binary, endpoints, timeout=5, ca_file=None, cert_file=None, key_file=None):  # noqa: PLR0913, PLR0917
+    """The etcdctl (v3) command line before the subcommand: endpoints, timeouts and TLS files."""
+    argv = [binary, f"--endpoints={','.join(endpoints)}", f"--dial-timeout={timeout}s",
+            f"--command-timeout={timeout}s"]
+    for flag, path in (("--cacert", ca_file), ("--cert", cert_file), ("--key", key_file)):
+        if path:
+            argv.append(f"{flag}={path}")
+    return argv

@@ -106,6 +106,23 @@ def restore_payload(table, chains=None, jumps=(), current=None):
     return "\n".join(lines) + "\n"
 
 
+FORWARD_COMMENT = "netmend: pod CIDR forwarding"
+FORWARD_CHAIN = "NETMEND-FORWARD"
+MASQ_MARK = "0x4000"  # kube-proxy's KUBE-MARK-MASQ mark
+
+
+def forward_accept_rules(chain, cidr):
+    """netmend's FORWARD accept chain and the jump into it: (rules, jump). It accepts what kube-proxy's
+    KUBE-FORWARD and flannel's FLANNEL-FWD accept: pod CIDR traffic, packets kube-proxy marked for
+    masquerade (NodePort traffic to an endpoint on another node, hostNetwork ones included: seed 000
+    section 4) and their replies."""
+    tag = f'-m comment --comment "{FORWARD_COMMENT}"'
+    rules = [f"-A {chain} -s {cidr} {tag} -j ACCEPT", f"-A {chain} -d {cidr} {tag} -j ACCEPT",
+             f"-A {chain} -m mark --mark {MASQ_MARK}/{MASQ_MARK} {tag} -j ACCEPT",
+             f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT"]
+    return rules, f"-A FORWARD {tag} -j {chain}"
+
+
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _TARGET = re.compile(r"(?:^|\s)(?:-j|--jump|-g|--goto)\s+(\S+)")
 

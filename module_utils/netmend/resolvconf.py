@@ -18,8 +18,12 @@ itself: the query comes back, the `loop` plugin sees it and halts CoreDNS (Crash
 
 import ipaddress
 import itertools
+import os
 import posixpath
 import re
+import socket
+import struct
+import time
 from dataclasses import dataclass, field
 
 from .errors import ProblemsError
@@ -453,3 +457,24 @@ def systemd_unit(cgroup_text):
             if last.endswith(".service"):
                 return last
     return ""
+
+
+def nameserver_answers(address, port=DNS_PORT, timeout=1.0, attempts=2):
+    """Whether a DNS server answers at all: a query for the root's NS records, any well-formed reply
+    with our ID counts (REFUSED and SERVFAIL too: the server is there). False after `attempts` timeouts."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    for _ in range(attempts):
+        qid = int.from_bytes(os.urandom(2), "big")
+        query = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"\x00" + struct.pack(">HH", 2, 1)
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.sendto(query, (address, port))
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    data = sock.recv(4096)
+                    if len(data) >= 12 and struct.unpack(">H", data[:2])[0] == qid and data[2] & 0x80:  # noqa: PLR2004
+                        return True
+            except OSError:  # timeout, unreachable, refused
+                continue
+    return False
