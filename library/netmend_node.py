@@ -75,8 +75,10 @@ remaining:
   type: list
   elements: dict
   returned: always
-skipped:
-  description: Checks that could not run here, with the reason.
+skipped_checks:
+  description:
+    - Checks that could not run here, with the reason. (Not C(skipped), which Ansible reserves: a
+      non-empty C(skipped) would make the task itself count as skipped.)
   type: list
   elements: str
   returned: always
@@ -312,7 +314,7 @@ def main():
         module.fail_json(msg=f"cannot audit, nothing was changed: {exc}")
     result = {"changed": bool(before.actions), "findings": [_finding(f) for f in before.findings],
               "checks": before.checks, "actions": [a.describe() for a in before.actions],
-              "skipped": [f"{c}: {why}" for c, why in before.skipped], "remaining": [], "backups": [],
+              "skipped_checks": [f"{c}: {why}" for c, why in before.skipped], "remaining": [], "backups": [],
               "diff": [a.diff() for a in before.actions]}
     if module.check_mode or not before.actions:
         result["remaining"] = result["findings"]

@@ -469,12 +469,15 @@ def nameserver_answers(address, port=DNS_PORT, timeout=1.0, attempts=2):
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
             try:
-                sock.sendto(query, (address, port))
+                sock.connect((address, port))  # connected: an ICMP port unreachable fails fast
+                sock.send(query)
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
                     data = sock.recv(4096)
                     if len(data) >= 12 and struct.unpack(">H", data[:2])[0] == qid and data[2] & 0x80:  # noqa: PLR2004
                         return True
-            except OSError:  # timeout, unreachable, refused
+            except ConnectionRefusedError:  # nothing listens there: no server, no need to ask again
+                return False
+            except OSError:  # timeout, unreachable
                 continue
     return False
