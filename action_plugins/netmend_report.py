@@ -39,7 +39,7 @@ class ActionModule(ActionBase):
                     "msg": f"fail_at: {fail_at!r} is not accepted; accepted: {', '.join(FAIL_AT)}"}
         if not report_dir:
             return {**result, "failed": True, "msg": "dir: the report directory is required"}
-        findings, checks, missing = [], {}, []
+        findings, checks, missing, skipped = [], {}, [], {}
         try:
             for host in hosts:
                 res = results.get(host) or {}
@@ -47,18 +47,21 @@ class ActionModule(ActionBase):
                     missing.append(host)
                     continue
                 checks[host] = list(res["checks"])
+                if res.get("skipped_checks"):
+                    skipped[host] = list(res["skipped_checks"])
                 findings += [Finding(**{**f, "evidence": tuple(f.get("evidence", ()))}) for f in res["findings"]]
         except (TypeError, ProblemsError) as exc:
             return {**result, "failed": True, "msg": f"results: not netmend_node results ({exc})"}
         run = {"started": args.get("started", ""), "finished_unix": time.time(), "complete": not missing,
-               "unreachable": missing, "fail_at": fail_at}
+               "unreachable": missing, "fail_at": fail_at, "skipped": skipped}
         os.makedirs(report_dir, exist_ok=True)
         written = []
         for name, render in FILES.items():
             path = os.path.join(report_dir, name)
             tmp_path = path + ".tmp"
+            text = to_junit(findings, checks, run, skipped) if render is to_junit else render(findings, checks, run)
             with open(tmp_path, "w", encoding="utf-8") as fh:
-                fh.write(render(findings, checks, run))
+                fh.write(text)
             os.replace(tmp_path, path)
             written.append(path)
         summary = []
@@ -68,7 +71,8 @@ class ActionModule(ActionBase):
                 continue
             mine = sorted((f for f in findings if f.node == host), key=lambda f: (-rank(f.severity), f.id))
             summary.append(f"{host}: {len(checks[host])} checks, "
-                           + (", ".join(f"{f.id} ({f.severity})" for f in mine) if mine else "clean"))
+                           + (", ".join(f"{f.id} ({f.severity})" for f in mine) if mine else "clean")
+                           + "".join(f"; skipped {s}" for s in skipped.get(host, ())))
         failed = bool(missing) or (fail_at != "never" and gate(findings, fail_at))
         result.update(changed=False, failed=failed, summary=summary, files=written, findings=len(findings),
                       msg=("\n".join(summary) + f"\nreports: {report_dir}"

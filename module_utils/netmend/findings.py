@@ -68,10 +68,12 @@ def to_json(findings, checks, run):
                        "findings": found}, indent=2, sort_keys=True) + "\n"
 
 
-def to_junit(findings, checks, run):
+def to_junit(findings, checks, run, skipped=None):
     """JUnit XML: one testsuite per node, one testcase per check; a finding fails its check's case.
 
-    checks: {node: [check IDs run there]} (the IDs findings carry)."""
+    checks: {node: [check IDs run there]} (the IDs findings carry); skipped: {node: ["check: why"]},
+    each a skipped test case (a check that could not run there, such as conntrack without the tool)."""
+    skipped = skipped or {}
     missing = sorted({(f.node, f.id) for f in findings} - {(n, i) for n, ids in checks.items() for i in ids})
     if missing:
         raise ProblemsError([("checks", f"finding {i} on {n} has no check in the run") for n, i in missing])
@@ -83,7 +85,13 @@ def to_junit(findings, checks, run):
     for node in sorted(checks):
         ids = sorted(set(checks[node]))
         failed = [i for i in ids if (node, i) in by_case]
-        suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(ids)), failures=str(len(failed)))
+        skips = list(skipped.get(node, ()))
+        suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(ids) + len(skips)),
+                              failures=str(len(failed)), skipped=str(len(skips)))
+        for skip in skips:
+            check, _, why = str(skip).partition(": ")
+            case = ET.SubElement(suite, "testcase", classname=f"netmend.{node}", name=f"check {check}")
+            ET.SubElement(case, "skipped", message=why or check)
         for check in ids:
             case = ET.SubElement(suite, "testcase", classname=f"netmend.{node}", name=check)
             for f in by_case.get((node, check), []):

@@ -80,3 +80,13 @@ def test_markdown_summary_has_a_row_per_node_and_the_fix():
     assert "| w1 | 2 | 1 | critical |" in text and "| w2 | 1 | 0 | ok |" in text
     assert "- fix: sysctl -w net.ipv4.ip_forward=1 and persist it" in text
     assert "docs/findings/SYSCTL-IP-FORWARD-OFF.md" in text
+
+
+def test_junit_lists_a_check_that_could_not_run_as_skipped():
+    doc = ET.fromstring(to_junit([], {"w1": ["CONNTRACK-STALE-DNS"]}, {"started": "t"},
+                                 {"w1": ["conntrack: conntrack (conntrack-tools) is not installed"]}))
+    suite = doc.find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("skipped") == "1"
+    skipped = [c for c in suite.findall("testcase") if c.find("skipped") is not None]
+    assert [c.get("name") for c in skipped] == ["check conntrack"]
+    assert skipped[0].find("skipped").get("message") == "conntrack (conntrack-tools) is not installed"
