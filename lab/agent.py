@@ -392,6 +392,9 @@ def run_dnsquery(check, deadline):
     family, sockaddr = _resolve(check["server"], check["port"], socktype)
     with socket.socket(family, socktype) as sock:
         sock.settimeout(_remaining(deadline))
+        if check["sport"]:  # a fixed source port: the same conntrack tuple every time
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", check["sport"]))
         start = time.perf_counter()
         sock.connect(sockaddr)
         if check["tcp"]:
@@ -429,7 +432,8 @@ KINDS = {
             {"responders": {}}),
     "dns": (run_dns, {"name": text(), "expect": ipv4_list(None)}, {"addresses": []}),
     "dnsquery": (run_dnsquery, {"server": text(), "name": text(), "qtype": choice(tuple(DNS_TYPES), "A"),
-                                "port": integer(1, MAX_PORT, 53), "tcp": boolean(False)},
+                                "port": integer(1, MAX_PORT, 53), "tcp": boolean(False),
+                                "sport": integer(0, MAX_PORT, 0)},
                  {"addresses": [], "rcode": None}),
 }
 COMMON_FIELDS = {"id": text(), "kind": choice(tuple(KINDS)), "timeout": number(0, 10, 2.0)}

@@ -23,6 +23,9 @@ AGENT_TIMEOUT = 30  # seconds for one source's whole batch; every check has its 
 DNS_NAMES = ("kubernetes", "hello-world-service")
 # A name only the outside DNS server knows: the cluster DNS must forward it upstream.
 OUTSIDE_NAME = topology.OUTSIDE_NAME
+# One DNS flow per pod with the same conntrack tuple every time (a client that keeps its source port,
+# as many resolvers do): a stale conntrack entry for it outlives a change of the DNS endpoint.
+FIXED_DNS_SPORT = 53535
 
 
 @dataclass
@@ -54,6 +57,13 @@ def plan(cluster, variables):
                   for name, svc in _dns_targets(cluster)]
         group.append(Check(f"pod-dns:{src.name}:{OUTSIDE_NAME}", "pod DNS, forwarded upstream", src.name,
                            OUTSIDE_NAME, {"kind": "dns", "name": OUTSIDE_NAME, "expect": [outside]}))
+        group.append(Check(f"pod-dns-fixed-port:{src.name}", "pod DNS, fixed source port", src.name,
+                           f"{cluster.cluster_dns}:{dataplane.DNS_PORT}/udp from :{FIXED_DNS_SPORT}",
+                           {"kind": "dnsquery", "server": cluster.cluster_dns, "port": dataplane.DNS_PORT,
+                            "name": f"kubernetes.default.svc.{cluster.cluster_domain}", "sport": FIXED_DNS_SPORT}))
+        # The node itself (no pod): its own /etc/resolv.conf, the nameservers DHCP handed out.
+        checks[f"node:{node.name}"] = [Check(f"node-dns:{node.name}", "node DNS", node.name, OUTSIDE_NAME,
+                                             {"kind": "dns", "name": OUTSIDE_NAME, "expect": [outside]})]
     nodeport = _nodeport_checks(cluster)
     if nodeport:
         checks.setdefault("outside", []).extend(nodeport)
@@ -110,14 +120,17 @@ def _cluster_ip_checks(cluster, src):
 
 
 def _nodeport_checks(cluster):
-    """From the outside host to every node's NodePort of every service port that has one."""
+    """From the outside host to every node's NodePort of every service port that has one. A service with
+    several replicas gets as many connections as a spread check, so that one unreachable replica fails the
+    check every time (with 3 connections it failed about 2 runs in 3: kube-proxy picks at random)."""
     checks = []
     for svc in cluster.services:
         hostnet = " (hostNetwork endpoint)" if svc.host_network else ""
+        count = SPREAD_REQUESTS if len(cluster.service_pods(svc)) > 1 else 3
         for port in (p for p in svc.ports if p.node_port):
             checks += [Check(f"nodeport:outside->{node.name}:{port.node_port}", f"outside to NodePort{hostnet}",
                              "outside", f"{svc.name} {node.address}:{port.node_port}",
-                             _http(node.address, port.node_port, 3))
+                             _http(node.address, port.node_port, count))
                        for node in cluster.nodes]
     return checks
 
@@ -147,14 +160,17 @@ def _http_port(cluster, pod):
 
 
 def _argv(source, state):
-    """The command that runs the agent's probe inside a source: "outside", "pod:NODE:POD" or
+    """The command that runs the agent's probe inside a source: "outside", "node:NODE", "pod:NODE:POD" or
     "hostnet:NODE:POD:DNSPOLICY"."""
     if source == "outside":
         return ["ip", "netns", "exec", topology.OUTSIDE, "python3", str(Path(__file__).with_name("agent.py")),
                 "probe"]
-    kind, node, pod, *policy = source.split(":")
+    kind, node, *rest = source.split(":")
     agent = ["python3", dataplane.AGENT, "probe"]
     enter = ["nsenter", "-t", str(state["nodes"][node]["pid"]), "-n", "-m", "-u", "-p", "--"]
+    if kind == "node":
+        return enter + agent
+    pod, *policy = rest
     if kind == "pod":
         return [*enter, "ip", "netns", "exec", dataplane.POD_PREFIX + pod, *agent]
     if policy == ["ClusterFirst"]:

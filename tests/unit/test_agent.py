@@ -320,7 +320,7 @@ def dns_server():
         tcp.close()
         tcp = None
     stop = threading.Event()
-    queries = []
+    queries, peers = [], []
 
     def serve_udp():
         udp.settimeout(0.1)
@@ -332,6 +332,7 @@ def dns_server():
             except TimeoutError:
                 continue
             queries.append(data)
+            peers.append(peer)
             udp.sendto(struct.pack("!HHHHHH", 0xBEEF, 0x8180, 0, 0, 0, 0), peer)  # stray id: ignored
             udp.sendto(dns_answer(data), peer)
 
@@ -358,7 +359,7 @@ def dns_server():
         threads.append(threading.Thread(target=serve_tcp, daemon=True))
     for thread in threads:
         thread.start()
-    yield {"port": port, "tcp": tcp is not None, "queries": queries}
+    yield {"port": port, "tcp": tcp is not None, "queries": queries, "peers": peers}
     stop.set()
     for thread in threads:
         thread.join(timeout=2)
@@ -388,6 +389,27 @@ def test_dnsquery_udp(dns_server):
     query = next(q for q in dns_server["queries"] if _qname("web.test") in q)
     assert struct.unpack_from("!HHHH", query, 2) == (0x0100, 1, 0, 0)
     assert query[12:] == _qname("web.test") + struct.pack("!HH", 1, 1)
+
+
+def test_dnsquery_from_a_fixed_source_port(dns_server):
+    sport = free_port(socket.SOCK_DGRAM)
+    base = {"kind": "dnsquery", "server": LOOPBACK, "port": dns_server["port"], "sport": sport, "timeout": 2}
+    # Twice from the same port: the socket is released after each check, the tuple is the same.
+    (first,) = probe_ok([{**base, "id": "a", "name": "web.test"}])
+    (second,) = probe_ok([{**base, "id": "b", "name": "web.test"}])
+    assert first["ok"] and second["ok"] and first["addresses"] == ["10.96.0.10"]
+    assert [peer[1] for peer in dns_server["peers"]] == [sport, sport]
+    (without,) = probe_ok([{**base, "id": "c", "name": "web.test", "sport": 0}])
+    assert without["ok"] and dns_server["peers"][-1][1] != sport, "0: the kernel picks the source port"
+
+
+@pytest.mark.parametrize("sport", [-1, 65536, "53535", True])
+def test_dnsquery_rejects_a_bad_source_port(sport):
+    proc = subprocess.run([PYTHON, str(AGENT), "probe"], input=json.dumps(
+        [{"id": "d", "kind": "dnsquery", "server": LOOPBACK, "name": "x.test", "sport": sport}]),
+        capture_output=True, text=True, timeout=10, check=False)
+    assert proc.returncode == 2
+    assert "check #0 (id 'd'): field 'sport': must be an integer in 0..65535" in proc.stderr
 
 
 def test_dnsquery_tcp(dns_server):
