@@ -231,11 +231,19 @@ def firewalld_default_zone_recover(ctx):
     _kube_proxy_settled(ctx)
     if rec["netmend_forward"]:
         # What netmend's forward role does, from the chain as it was: a firewalld start flushed it.
+        seen = []
+
         def forward_back():
-            if rec["netmend_jump"] not in ctx.sh("iptables", "-w", "5", "-S", "FORWARD").stdout.splitlines():
+            # The chain and its jump back, and still there a second later: a late flush (firewalld) or
+            # resync (the kube-proxy stand-in) must not take them away after recover returns. Other rules
+            # (the operator's own, which a firewalld start flushes too) are not this fault's to restore.
+            rules = ctx.sh("iptables", "-w", "5", "-S").stdout.splitlines()
+            if rec["netmend_jump"] not in rules:
                 ctx.restore(rec["netmend_forward"])
+                seen.clear()
                 return False
-            return ctx.save() == rec["iptables"]
+            seen.append(time.monotonic())
+            return seen[-1] - seen[0] >= 1.0
 
         _wait(f"{NETMEND_CHAIN} back on {ctx.name}", forward_back, step=0.5)
 

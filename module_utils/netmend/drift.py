@@ -113,7 +113,8 @@ class Action:
         if self.kind in ("ip", "bridge"):
             return f"{self.finding}: {self.kind} " + "; ".join(self.payload)
         if self.kind == "firewalld":
-            return f"{self.finding}: " + "; ".join("firewall-cmd " + " ".join(a) for a in self.payload["argvs"])
+            return (f"{self.finding}: firewall-cmd, runtime and permanent: add "
+                    + ", ".join(self.payload.get("missing", ())))
         return f"{self.finding}: " + "; ".join(" ".join(a) for a in self.payload)
 
     def diff(self):
@@ -325,14 +326,16 @@ def _check_firewall(a):
         a.skip("firewall", f"firewalld has no zone {', '.join(absent)}")
         return
     lacking = firewalld.missing(want_z, st["zones"])
+    changes = [c for c in firewalld.plan(want_z, st["zones"], {})[0] if c[1] != "remove"]
     if lacking:
         a.find("FIREWALLD-BLOCKING", f"firewalld is running and zone {zone} lacks what the node needs",
                "the node's ports open, cni0/flannel.1 and the pod and service CIDRs trusted, masquerade on",
                f"{len(lacking)} missing: " + ", ".join(lacking[:8]) + (" ..." if len(lacking) > 8 else ""),  # noqa: PLR2004
                "add exactly what is missing, runtime and permanent (no reload)", lacking,
                [Action("FIREWALLD-BLOCKING", "firewalld", "firewalld",
-                       {"want": want_z, "state_file": fw.get("state_file")},
-                       "".join(firewalld.render(st["zones"][z]) for z in want_z))])
+                       {"want": want_z, "state_file": fw.get("state_file"), "missing": lacking},
+                       "".join(firewalld.render(st["zones"][z]) for z in want_z),
+                       "".join(firewalld.render(firewalld.apply_changes(st["zones"][z], changes)) for z in want_z))])
 
 
 # --- iptables ---------------------------------------------------------------------------------------

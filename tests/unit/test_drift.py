@@ -137,6 +137,8 @@ def run(raw, want=None, checks=None):
     result = drift.audit(raw.state(), want or lab_want(), checks)
     for action in result.actions:
         assert drift.owned_only(action), action
+        assert action.describe().startswith(f"{action.finding}: "), action  # the module returns these
+        assert set(action.diff()) == {"before_header", "after_header", "before", "after"}
     return result
 
 
@@ -344,7 +346,10 @@ def test_a_public_zone_without_the_nodes_ports_is_blocking_and_adds_exactly_them
     (action,) = result.actions
     assert (action.kind, action.target) == ("firewalld", "firewalld")
     want_z = firewalld.check_want({**lab_want()["firewall"], "zone": "public"})
-    assert action.payload == {"want": want_z, "state_file": "/var/lib/netmend/firewalld.json"}
+    assert action.payload == {"want": want_z, "state_file": "/var/lib/netmend/firewalld.json",
+                              "missing": [f"public: port {p}" for p in lacking]}
+    assert "public: port 8472/udp" in action.describe()
+    assert "ports: 10250/tcp 10256/tcp" in action.after
     assert "ports: 10250/tcp\n" in action.before
 
 
