@@ -30,15 +30,15 @@ SSH_CONFIG = "/srv/netmend-lab/run/ssh/ssh_config"
 PLAYBOOK = str(ROOT / ".venv" / "bin" / "ansible-playbook")
 CLUSTER, _VARIABLES = load_cluster(ROOT / "inventory" / "lab")
 NODES = [n.name for n in CLUSTER.nodes]
-# Several faults at once on several nodes. Chosen so that no fault hides another's broken probes (a
-# pod whose resolv.conf bypasses the cluster DNS would not notice the cluster DNS's loop), so the
-# probes that fail are exactly the union of each fault's.
+# Several faults at once on several nodes, each on the node its catalog entry was measured on, and
+# chosen so that no fault hides another's broken probes (a pod whose resolv.conf bypasses the cluster
+# DNS would not notice the cluster DNS's loop): the probes that fail are exactly the union of each's.
 COMBINATIONS = {
     "kernel+dns+masquerade": [("bridge-nf-off", "w1"), ("masquerade-missing", "w2"), ("coredns-loopback", "cp1"),
                               ("hostnet-no-clusterfirst", "w1")],
-    "forward+flannel+dnat+conntrack": [("forward-drop", "w2"), ("peer-fdb-missing", "w1"),
-                                       ("stale-dnat-hostnet", "w2"), ("dns-conntrack-stale", "w2"),
-                                       ("subnet-env-mismatch", "cp1")],
+    "forward+dnat+conntrack+flannel+resolv": [("forward-drop", "w1"), ("stale-dnat-hostnet", "w2"),
+                                              ("dns-conntrack-stale", "w2"), ("subnet-env-mismatch", "w2"),
+                                              ("resolv-dead-nameserver", "w2")],
 }
 CANARIES = ("iptables -w 5 -S INPUT | grep -e host- -e HOST-; iptables -w 5 -S FORWARD | grep host-; "
             "iptables -w 5 -S HOST-CANARY; cat /etc/sysctl.d/99-operator.conf; grep '^options' /etc/resolv.conf")
