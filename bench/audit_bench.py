@@ -53,7 +53,8 @@ def remote_calls(json_stdout):
             for host, res in task["hosts"].items():
                 if res.get("skipped") or res.get("action") in CONTROLLER:
                     continue
-                target = res.get("_ansible_delegated_vars", {}).get("ansible_host") or host
+                delegated = res.get("_ansible_delegated_vars") or {}
+                target = delegated.get("ansible_delegated_host") or delegated.get("ansible_host") or host
                 calls[target] = calls.get(target, 0) + 1
     return calls
 
