@@ -8,6 +8,7 @@ byte-identical after the fix, and nodes without a fault are untouched by it.
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -61,8 +62,13 @@ def host(name):
     return testinfra.get_host(f"ssh://{name}", ssh_config=SSH_CONFIG)
 
 
+# The playbooks run as an operator runs them, with the project's ansible.cfg and the lab inventory, not
+# with the configuration molecule exports to its verifier.
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
+
+
 def run(argv, timeout=300):
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=ENV)
 
 
 def lab(*args):
@@ -81,7 +87,9 @@ def audit():
     """(rc, {(node, finding id)}) of playbooks/audit.yml."""
     with tempfile.TemporaryDirectory() as reports:
         proc = run([PLAYBOOK, "playbooks/audit.yml", "-e", f"netmend_report_dir={reports}"])
-        report = json.loads((Path(reports) / "report.json").read_text())
+        path = Path(reports) / "report.json"
+        assert path.exists(), f"audit.yml wrote no report:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+        report = json.loads(path.read_text())
     assert report["run"]["complete"], proc.stdout[-3000:]
     return proc, {(f["node"], f["id"]) for f in report["findings"]}
 
