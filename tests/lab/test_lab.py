@@ -47,22 +47,26 @@ def root_namespace_snapshot():
     }
 
 
-def test_root_namespace_is_identical_before_up_and_after_down():
-    if topology.load_state():
+def test_root_namespace_is_identical_before_up_and_after_down(lab):
+    lab_cli("down")  # the session's lab, whichever test file brought it up
+    try:
+        before = root_namespace_snapshot()
+        lab_cli("up")
+        during = root_namespace_snapshot()
+        state = topology.load_state()
         lab_cli("down")
-    before = root_namespace_snapshot()
-    lab_cli("up")
-    during = root_namespace_snapshot()
-    state = topology.load_state()
-    lab_cli("down")
-    after = root_namespace_snapshot()
+        after = root_namespace_snapshot()
+        run_dir_left = topology.RUN.exists()
+        pids = [info["pid"] for info in state["nodes"].values()] + [p["pid"] for p in state["processes"]]
+        left_alive = [pid for pid in pids if topology.alive(pid)]
+    finally:
+        fresh_lab(lab)  # the session's lab is up again for the tests after this one, its state refreshed
     for key in before:
         assert after[key] == before[key], f"the root namespace's {key} changed"
     # The snapshot is sensitive: while the lab is up, its namespaces show.
     assert during["netns"] != before["netns"]
-    assert not topology.RUN.exists()
-    pids = [info["pid"] for info in state["nodes"].values()] + [p["pid"] for p in state["processes"]]
-    assert pids and not any(topology.alive(pid) for pid in pids)
+    assert not run_dir_left
+    assert pids and not left_alive
 
 
 def test_every_probe_passes_on_a_healthy_lab(lab):
