@@ -32,13 +32,14 @@ W1_MAC, CP1_MAC, W2_MAC = "22:a6:e6:f2:81:7e", "36:af:94:c6:36:5c", "66:7a:f1:bb
 RESOLV = "nameserver 127.0.0.1\nsearch lab.example\noptions timeout:1 attempts:1\n"
 POD_RESOLV = resolvconf.pod_resolv_conf("10.96.0.10", "default", "cluster.local", ["lab.example"])
 HOST_SYSCTL = "# the host's own\nnet.ipv4.conf.all.rp_filter = 1\nkernel.sysrq = 16\n"
-# A DNS server that answers every query (REFUSED, with the query's ID) on 127.0.0.1:53, for 120 s at most.
+# A DNS server that answers every query (REFUSED, with the query's ID) on 127.0.0.1:53, for 600 s at most
+# (a sandbox lasts well under that; the bound keeps a stray server from outliving the test run).
 DNS_SERVER = """
 import socket, struct, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 53))
 s.settimeout(0.5)
-end = time.monotonic() + 120
+end = time.monotonic() + 600
 while time.monotonic() < end:
     try:
         data, peer = s.recvfrom(512)
@@ -116,7 +117,7 @@ class Node:
             *(f"mkdir -p {shlex.quote(p.rsplit('/', 1)[0])} && printf %s {shlex.quote(POD_RESOLV)} > {shlex.quote(p)}"
               for p in self.pods.values()),
             f"python3 -c {shlex.quote(DNS_SERVER)} >/dev/null 2>&1 & DNS_PID=$!",
-            "trap 'kill \"$DNS_PID\"' EXIT",
+            "trap 'kill \"$DNS_PID\" 2>/dev/null || true' EXIT",
             "for i in $(seq 50); do python3 -c 'import socket; socket.socket(2, 2).bind((\"127.0.0.1\", 53))' "
             "2>/dev/null || break; sleep 0.1; done",  # until the server has the port
             f"export PODS={shlex.quote(' '.join(self.pods.values()))}",
