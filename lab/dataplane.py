@@ -17,7 +17,7 @@ from lab.kubeproxy import render_flannel_masq, render_rules
 from lab.sh import LabError, in_node, ip_batch, run, write_node_file
 from netmend import resolvconf
 from netmend.coredns import render_corefile
-from netmend.flannel import net_conf
+from netmend.flannel import net_conf, render_subnet_env
 
 AGENT = "/usr/local/lib/netmend-lab/agent.py"
 CLUSTERDNS = "/usr/local/lib/netmend-lab/clusterdns.py"
@@ -75,9 +75,7 @@ def network_config(cluster):
 
 
 def subnet_env(cluster, node):
-    return (f"FLANNEL_NETWORK={cluster.pod_cidr}\nFLANNEL_SUBNET={node.gateway}/{node.network.prefixlen}\n"
-            f"FLANNEL_MTU={cluster.flannel['mtu']}\n"
-            "FLANNEL_IPMASQ=true\n")
+    return render_subnet_env(cluster.pod_cidr, f"{node.gateway}/{node.network.prefixlen}", cluster.flannel["mtu"])
 
 
 def build(cluster, variables, pids, log=print):

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 
 from lab import dataplane, topology
 from lab.inventory import load_cluster
-from lab.kubeproxy import FLANNEL_CHAIN
 from lab.sh import LabError, in_node, ip_batch, node_path
+from netmend.flannel import MASQ_CHAIN as FLANNEL_CHAIN
 from netmend.kubeproxy import endpoint_chain, service_chain
 
 STATE = topology.RUN / "faults.json"

@@ -13,6 +13,7 @@ kube-proxy cannot run in the lab, so this renders the rules it would write, in i
 It models the seeds' era: no KUBE-FORWARD chain (netmend's FORWARD role adds the accept rules).
 """
 
+from netmend.flannel import MASQ_CHAIN, MASQ_JUMP, masquerade_rules
 from netmend.kubeproxy import endpoint_chain, probability, service_chain, service_port_name
 
 MARK_MASQ = "0x4000"
@@ -25,8 +26,6 @@ NAT_JUMPS = [
     '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
 ]
 NAT_CHAINS = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-MARK-DROP"]
-FLANNEL_CHAIN = "FLANNEL-POSTRTG"
-FLANNEL_COMMENT = '-m comment --comment "flanneld masq"'
 
 
 def saved_rules(existing_save):
@@ -118,19 +117,15 @@ def render_rules(cluster, node, existing_save=""):
 
 
 def render_flannel_masq(cluster, node, existing_save=""):
-    """Flannel's MASQUERADE rules for the pod network (modern flannel, no FLANNEL-FWD), nat only.
+    """Flannel's MASQUERADE rules for the pod network (modern flannel, no FLANNEL-FWD), nat only, as
+    netmend's core renders them (netmend.flannel.masquerade_rules, which the audit restores too).
 
     `node` is needed for its own subnet: traffic from outside the pod network to it is not masqueraded.
     """
-    pod, c = cluster.pod_cidr, FLANNEL_COMMENT
-    jump = f"-A POSTROUTING {c} -j {FLANNEL_CHAIN}"
     lines = [
         f"# flannel masquerade rules for {node.name}, rendered by the netmend lab",
-        "*nat", f":{FLANNEL_CHAIN} - [0:0]", *_missing([jump], existing_save, "nat"),
-        f"-A {FLANNEL_CHAIN} -s {pod} -d {pod} {c} -j RETURN",
-        f"-A {FLANNEL_CHAIN} -s {pod} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully",
-        f"-A {FLANNEL_CHAIN} ! -s {pod} -d {node.subnet} {c} -j RETURN",
-        f"-A {FLANNEL_CHAIN} ! -s {pod} -d {pod} {c} -j MASQUERADE --random-fully",
+        "*nat", f":{MASQ_CHAIN} - [0:0]", *_missing([MASQ_JUMP], existing_save, "nat"),
+        *masquerade_rules(cluster.pod_cidr, node.subnet),
         "COMMIT",
     ]
     return "\n".join(lines) + "\n"

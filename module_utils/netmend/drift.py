@@ -19,7 +19,7 @@ from . import firewalld, flannel, kubeproxy, resolvconf, sysctl
 from .coredns import CorefileError, loopback_upstreams
 from .errors import ProblemsError
 from .findings import Finding
-from .iptables import FORWARD_CHAIN, forward_accept_rules, owned, rule_target
+from .iptables import FORWARD_CHAIN, forward_accept_rules, owned, restore_payload, rule_target
 
 # Finding ID -> (severity, component). docs/findings/<ID>.md documents each.
 CATALOG = {
@@ -378,7 +378,7 @@ def _check_forward(a):
                         [["iptables", "-w", "5", "-P", "FORWARD", "ACCEPT"]], before, ":FORWARD ACCEPT\n")
     else:
         chain_rules, jump = forward_accept_rules(chain, cidr)
-        payload = _restore("filter", {chain: chain_rules}, [jump], filt)
+        payload = restore_payload("filter", {chain: chain_rules}, [jump], filt)
         action = Action("FORWARD-POLICY-DROP", "iptables", "filter", payload, before, payload)
     a.find("FORWARD-POLICY-DROP", f"the FORWARD policy is {policy} and nothing accepts the pod CIDR {cidr}",
            f"pod CIDR {cidr} accepted in FORWARD ({chain})", f"policy {policy}, no accept rule for {cidr}",
@@ -391,18 +391,6 @@ def _matches(rule, flag, value):
     words = rule.split()
     return any(words[i] == flag and words[i + 1] == value and (i == 0 or words[i - 1] != "!")
                for i in range(len(words) - 1))
-
-
-def _restore(table_name, chains, jumps=(), current=None, extra=(), declare=()):  # noqa: PLR0913, PLR0917
-    """iptables-restore --noflush text: owned `chains` declared (flushed) and rewritten, missing jumps
-    inserted, chains in `declare` flushed, then the `extra` lines (-X) run."""
-    existing = {line for _, line in current.rules} if current else set()
-    lines = [f"*{table_name}", *(f":{c} - [0:0]" for c in [*chains, *declare])]
-    for rules in chains.values():
-        lines += rules
-    lines += ["-I " + j[3:] for j in jumps if j not in existing]
-    lines += list(extra)
-    return "\n".join([*lines, "COMMIT"]) + "\n"
 
 
 def _check_masquerade(a):
@@ -420,7 +408,7 @@ def _check_masquerade(a):
            for r in rules):
         return
     chain_rules = flannel.masquerade_rules(cidr, lease["subnet"])
-    payload = _restore("nat", {flannel.MASQ_CHAIN: chain_rules}, [flannel.MASQ_JUMP], nat)
+    payload = restore_payload("nat", {flannel.MASQ_CHAIN: chain_rules}, [flannel.MASQ_JUMP], nat)
     before = "".join(f"{r}\n" for r in (nat.chain_rules("POSTROUTING") + nat.chain_rules(flannel.MASQ_CHAIN)
                                         if nat else []))
     a.find("MASQUERADE-MISSING", f"nothing masquerades traffic from the pod CIDR {cidr} to the outside",
@@ -500,7 +488,7 @@ def _dnat_rewrite(nat, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR
         svc_rules.append(line)
     doomed = sorted(s for s in stale if s not in new_seps)
     chains = {chain: svc_rules, **sep_chains}
-    payload = _restore("nat", chains, extra=[f"-X {s}" for s in doomed], declare=doomed)
+    payload = restore_payload("nat", chains, delete=doomed)
     before = "".join(f"{r}\n" for c in [chain, *sorted(current)] for r in nat.chain_rules(c))
     return payload, before
 

@@ -672,12 +672,8 @@ def parse_subnet_env(text, source=SUBNET_ENV_PATH):
             "extra": {k: v for k, v in values.items() if k not in known}}
 
 
-def parse_etcdctl_get(text, key):
-    """The value of key from `etcdctl get KEY -w json` (v3 API), or None when the key does not exist.
-
-    Raises FlannelError when the output is not etcdctl's JSON, or holds another key or several.
-    """
-    source = f"etcdctl get {key}"
+def _etcdctl_json(text, source):
+    """The object `etcdctl ... -w json` prints; FlannelError when it is not that."""
     try:
         doc = json.loads(text)
     except ValueError:
@@ -685,6 +681,16 @@ def parse_etcdctl_get(text, key):
             from None
     if not isinstance(doc, dict) or "header" not in doc:
         raise FlannelError([(source, "output has no header; it is not etcdctl's -w json output")])
+    return doc
+
+
+def parse_etcdctl_get(text, key):
+    """The value of key from `etcdctl get KEY -w json` (v3 API), or None when the key does not exist.
+
+    Raises FlannelError when the output is not etcdctl's JSON, or holds another key or several.
+    """
+    source = f"etcdctl get {key}"
+    doc = _etcdctl_json(text, source)
     kvs = doc.get("kvs") or []
     if not kvs:
         return None
@@ -726,13 +732,7 @@ def parse_etcd_leases(text, prefix=ETCD_PREFIX):
     """flannel's subnet leases from `etcdctl get --prefix <prefix>/subnets/ -w json`:
     [{subnet, public_ip, backend, vtep_mac, vni}] sorted by subnet. Raises FlannelError naming the key."""
     source = f"etcdctl get --prefix {prefix}/subnets/"
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise FlannelError([(source, f"output is not JSON (etcdctl -w json prints one object): {text[:200]!r}")]) \
-            from None
-    if not isinstance(doc, dict) or "header" not in doc:
-        raise FlannelError([(source, "output has no header; it is not etcdctl's -w json output")])
+    doc = _etcdctl_json(text, source)
     leases, problems = [], []
     for kv in doc.get("kvs") or []:
         try:

@@ -80,28 +80,31 @@ def parse_version(text):
     return match.group(1), match.group(2) or "legacy"
 
 
-def restore_payload(table, chains=None, jumps=(), current=None):
+def restore_payload(table, chains=None, jumps=(), current=None, delete=()):
     """Text for `iptables-restore --noflush` that replaces owned chains wholesale and inserts jumps.
 
     chains: {owned chain: [rule lines "-A CHAIN ..."]}; declaring a chain under --noflush flushes it.
     jumps: rule lines into built-in chains ("-A FORWARD ..."), inserted at the top when missing from
-    current (a Table or None).
+    current (a Table or None). delete: owned chains flushed and then deleted (-X) in the same
+    transaction; nothing may still jump to them.
     """
     chains = chains or {}
-    for chain, rules in chains.items():
+    for chain in [*chains, *delete]:
         if not owned(chain):
             raise ValueError(f"{chain} is not a chain netmend may replace; owned prefixes: {', '.join(OWNED_PREFIXES)}")
+    for chain, rules in chains.items():
         for rule in rules:
             if rule.split()[:2] != ["-A", chain]:
                 raise ValueError(f"rule {rule!r} does not belong to chain {chain}")
     existing = {line for _, line in current.rules} if current else set()
     lines = [f"*{table}"]
-    lines += [f":{chain} - [0:0]" for chain in chains]
+    lines += [f":{chain} - [0:0]" for chain in [*chains, *delete]]
     for rules in chains.values():
         lines += rules
     for jump in jumps:
         if jump not in existing:
             lines.append("-I " + jump[3:])
+    lines += [f"-X {chain}" for chain in delete]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
