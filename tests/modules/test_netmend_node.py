@@ -33,12 +33,15 @@ RESOLV = "nameserver 127.0.0.1\nsearch lab.example\noptions timeout:1 attempts:1
 POD_RESOLV = resolvconf.pod_resolv_conf("10.96.0.10", "default", "cluster.local", ["lab.example"])
 HOST_SYSCTL = "# the host's own\nnet.ipv4.conf.all.rp_filter = 1\nkernel.sysrq = 16\n"
 # A DNS server that answers every query (REFUSED, with the query's ID) on 127.0.0.1:53, for 600 s at most
-# (a sandbox lasts well under that; the bound keeps a stray server from outliving the test run).
+# (a sandbox lasts well under that; the bound keeps a stray server from outliving the test run). It creates
+# the file named by its argument once it holds the port: the script waits for that file, never probing the
+# port by binding it (a probe that wins the race would leave the server without its port).
 DNS_SERVER = """
-import socket, struct, time
+import pathlib, socket, struct, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 53))
 s.settimeout(0.5)
+pathlib.Path(sys.argv[1]).touch()
 end = time.monotonic() + 600
 while time.monotonic() < end:
     try:
@@ -116,10 +119,10 @@ class Node:
             f"printf %s {shlex.quote(HOST_SYSCTL)} > /etc/sysctl.d/99-host.conf",
             *(f"mkdir -p {shlex.quote(p.rsplit('/', 1)[0])} && printf %s {shlex.quote(POD_RESOLV)} > {shlex.quote(p)}"
               for p in self.pods.values()),
-            f"python3 -c {shlex.quote(DNS_SERVER)} >/dev/null 2>&1 & DNS_PID=$!",
+            f"python3 -c {shlex.quote(DNS_SERVER)} {self.out}/dns.ready >{self.out}/dns.err 2>&1 & DNS_PID=$!",
             "trap 'kill \"$DNS_PID\" 2>/dev/null || true' EXIT",
-            "for i in $(seq 50); do python3 -c 'import socket; socket.socket(2, 2).bind((\"127.0.0.1\", 53))' "
-            "2>/dev/null || break; sleep 0.1; done",  # until the server has the port
+            f"for i in $(seq 300); do [ -e {self.out}/dns.ready ] && break; sleep 0.1; done",
+            f"[ -e {self.out}/dns.ready ] || {{ echo 'the DNS server did not start:'; cat {self.out}/dns.err; exit 1; }}",
             f"export PODS={shlex.quote(' '.join(self.pods.values()))}",
             "export SYSCTLS=" + shlex.quote(" ".join(k.replace(".", "/") for k in SYSCTLS)),
             SNAPSHOT,
@@ -130,7 +133,6 @@ class Node:
             del self.want[key]
         self.want["dns"]["pods"] = [{**p, "path": self.pods[p["name"]]} for p in self.want["dns"]["pods"]
                                     if p["name"] in self.pods]
-        self.want["dns"]["probe_timeout"] = 0.3
 
     def sh(self, text):
         self.lines.append(text)
