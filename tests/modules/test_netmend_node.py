@@ -122,7 +122,7 @@ class Node:
             f"python3 -c {shlex.quote(DNS_SERVER)} {self.out}/dns.ready >{self.out}/dns.err 2>&1 & DNS_PID=$!",
             "trap 'kill \"$DNS_PID\" 2>/dev/null || true' EXIT",
             f"for i in $(seq 300); do [ -e {self.out}/dns.ready ] && break; sleep 0.1; done",
-            f"[ -e {self.out}/dns.ready ] || {{ echo 'the DNS server did not start:'; cat {self.out}/dns.err; exit 1; }}",
+            f"[ -e {self.out}/dns.ready ] || {{ echo 'no DNS server:'; cat {self.out}/dns.err; exit 1; }}",
             f"export PODS={shlex.quote(' '.join(self.pods.values()))}",
             "export SYSCTLS=" + shlex.quote(" ".join(k.replace(".", "/") for k in SYSCTLS)),
             SNAPSHOT,
