@@ -660,6 +660,89 @@ def dns_conntrack_stale_recover(ctx):
     ctx.sh("sysctl", "-q", "-w", f"net.netfilter.nf_conntrack_udp_timeout={rec['timeout']}")
 
 
+# --------------------------------------------------------------------------- kube-proxy mode leftovers
+
+
+def _nftables_leftover(ctx):
+    """What kube-proxy in nftables mode (pkg/proxy/nftables/proxier.go, setupNFTables) leaves when the node
+    goes back to iptables mode without `kube-proxy --cleanup`: its tables, base chains and jump chains, the
+    ClusterIPs it knew, and its last view of the cluster DNS service: no endpoints yet (CoreDNS was not
+    running), so @no-endpoint-services rejects it. filter-output runs before DNAT (priority dstnat - 10, -110):
+    the node's own (hostNetwork) DNS queries to the cluster DNS are rejected; pods' traffic, DNATed by
+    iptables in prerouting first, is not."""
+    dns = ctx.cluster.cluster_dns
+    ips = ", ".join(sorted({s.cluster_ip for s in ctx.cluster.services}, key=ipaddress.ip_address))
+    return f"""table ip kube-proxy {{
+    comment "rules for kube-proxy"
+    set cluster-ips {{ type ipv4_addr; comment "Active ClusterIPs"; elements = {{ {ips} }} }}
+    map no-endpoint-services {{
+        type ipv4_addr . inet_proto . inet_service : verdict
+        comment "vmap to drop or reject packets to services with no endpoints"
+        elements = {{ {dns} . udp . 53 : goto reject-chain, {dns} . tcp . 53 : goto reject-chain }}
+    }}
+    map no-endpoint-nodeports {{ type inet_proto . inet_service : verdict; }}
+    map service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; }}
+    map service-nodeports {{ type inet_proto . inet_service : verdict; }}
+    map firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; }}
+    chain reject-chain {{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports"; reject; }}
+    chain service-endpoints-check {{ ip daddr . meta l4proto . th dport vmap @no-endpoint-services; }}
+    chain nodeport-endpoints-check {{ ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports; }}
+    chain firewall-check {{ ip daddr . meta l4proto . th dport vmap @firewall-ips; }}
+    chain cluster-ips-check {{ ip daddr @cluster-ips reject; }}
+    chain services {{ ip daddr . meta l4proto . th dport vmap @service-ips; }}
+    chain mark-for-masquerade {{ meta mark set meta mark | 0x4000; }}
+    chain masquerading {{
+        meta mark & 0x4000 == 0 return
+        meta mark set meta mark ^ 0x4000
+        masquerade fully-random
+    }}
+    chain filter-prerouting {{ type filter hook prerouting priority dstnat - 10; ct state new jump firewall-check; }}
+    chain filter-input {{
+        type filter hook input priority -110
+        ct state new jump nodeport-endpoints-check
+        ct state new jump service-endpoints-check
+    }}
+    chain filter-forward {{
+        type filter hook forward priority -110
+        ct state new jump service-endpoints-check
+        ct state new jump cluster-ips-check
+    }}
+    chain filter-output {{
+        type filter hook output priority -110
+        ct state new jump service-endpoints-check
+        ct state new jump firewall-check
+    }}
+    chain filter-output-post-dnat {{
+        type filter hook output priority -90
+        ct state new jump cluster-ips-check
+    }}
+    chain nat-prerouting {{ type nat hook prerouting priority dstnat; jump services; }}
+    chain nat-output {{ type nat hook output priority -100; jump services; }}
+    chain nat-postrouting {{ type nat hook postrouting priority srcnat; jump masquerading; }}
+}}
+table ip6 kube-proxy {{
+    comment "rules for kube-proxy"
+    chain nat-prerouting {{ type nat hook prerouting priority dstnat; }}
+}}
+"""
+
+
+def _kube_proxy_tables(ctx):
+    out = ctx.sh("nft", "list", "tables").stdout.splitlines()
+    return [line.split()[1] for line in out if line.split()[2:] == ["kube-proxy"]]
+
+
+def nftables_leftovers_inject(ctx):
+    if _kube_proxy_tables(ctx):
+        raise LabError(f"{ctx.name} already has kube-proxy nft tables")
+    ctx.sh("nft", "-f", "-", input=_nftables_leftover(ctx))
+
+
+def nftables_leftovers_recover(ctx):
+    for family in _kube_proxy_tables(ctx):
+        ctx.sh("nft", "delete", "table", family, "kube-proxy")
+
+
 # --------------------------------------------------------------------------- the catalog
 
 
@@ -672,8 +755,9 @@ class Fault:
     inject: Callable
     recover: Callable
     # The probes it breaks, measured on the default node: fnmatch patterns over probe IDs with {node}, {pod}
-    # (the node's netcheck pod), {peer} and {peer_pod} (the next node in inventory order, its netcheck pod);
-    # a pattern starting with "!" takes matching IDs out again.
+    # (the node's netcheck pod), {hostnet} (the probed hostNetwork pod when it runs on the node, else "-"),
+    # {peer} and {peer_pod} (the next node in inventory order, its netcheck pod); a pattern starting with "!"
+    # takes matching IDs out again.
     breaks: tuple = ()
     quiet: str = ""  # why it breaks no probe (when breaks is empty)
 
@@ -695,7 +779,9 @@ def _placeholders(cluster, node):
     me = next(n for n in nodes if n.name == node)
     peer = nodes[(nodes.index(me) + 1) % len(nodes)]
     netcheck = {p.node: p.name for p in cluster.pods if p.app == "netcheck" and not p.host_network}
-    return {"node": node, "pod": netcheck.get(node, "-"), "peer": peer.name, "peer_pod": netcheck.get(peer.name, "-")}
+    hostnet = next((p for p in cluster.pods if p.host_network and p.app != "kubernetes"), None)  # as lab/probe.py
+    return {"node": node, "pod": netcheck.get(node, "-"), "peer": peer.name, "peer_pod": netcheck.get(peer.name, "-"),
+            "hostnet": hostnet.name if hostnet is not None and hostnet.node == node else "-"}
 
 
 def _fault(name, node, finding, description, pair, **more):
@@ -829,6 +915,12 @@ FAULTS = (
            "DNAT to the DNS pod's old IP (the endpoint changed and nobody deleted the flow), so that flow keeps "
            "going to a dead endpoint while new flows work (field guide failure mode 10)",
            (dns_conntrack_stale_inject, dns_conntrack_stale_recover), breaks=("pod-dns-fixed-port:{pod}",)),
+    _fault("kube-proxy-nftables-leftovers", "w1", "KUBE-PROXY-MODE-LEFTOVERS",
+           "kube-proxy went back from nftables to iptables mode without `kube-proxy --cleanup`: its tables stay, "
+           "and their last view of the cluster DNS (no endpoints yet) rejects the node's own DNS queries to it "
+           "before iptables DNATs them (field guide failure mode 9)",
+           (nftables_leftovers_inject, nftables_leftovers_recover),
+           breaks=("hostnet-dns:{hostnet}:ClusterFirstWithHostNet:*",)),
 )
 BY_NAME = {f.name: f for f in FAULTS}
 

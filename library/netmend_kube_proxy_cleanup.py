@@ -144,26 +144,20 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.netmend.files import write_atomic
-from ansible.module_utils.netmend.iptables import IptablesSaveError, parse_save, parse_version
+from ansible.module_utils.netmend.iptables import IptablesSaveError, parse_version
 from ansible.module_utils.netmend.kmod import PROXY_MODES
 from ansible.module_utils.netmend.proxymode import (
     FAMILIES,
-    Snapshot,
+    TOOLS,
     StateError,
     nft_delete_script,
-    parse_ip_vs,
-    parse_ipset_save,
-    parse_link,
-    parse_nft_tables,
     plan,
+    read_snapshot,
     view,
 )
 
 ENV = {"LC_ALL": "C"}
 LOCK_WAIT = "5"
-PROC_IP_VS = "/proc/net/ip_vs"
-TOOLS = {"ipv4": ("iptables", "iptables-save", "iptables-restore"),
-         "ipv6": ("ip6tables", "ip6tables-save", "ip6tables-restore")}
 STATE_HEADER = ("# Managed by netmend (netmend_kube_proxy_cleanup): the kube-proxy mode whose leftovers netmend\n"
                 "# last cleaned up for. Delete this file to make netmend read the mode from the node again.\n")
 
@@ -207,72 +201,21 @@ class Cleanup:
     # Reading the node.
 
     def snapshot(self):
-        snap = Snapshot()
-        backend = self.read_iptables(snap)
-        self.read_other(snap)
-        if os.path.exists(PROC_IP_VS):
-            with open(PROC_IP_VS, encoding="utf-8") as handle:
-                snap.ipvs = self.parsed(parse_ip_vs, handle.read())
-        return snap, backend
-
-    def read_iptables(self, snap):
-        """Fill snap.iptables per IP family; return the backend `iptables -V` reports."""
-        backend = None
-        for family in FAMILIES:
-            binary, save, _restore = TOOLS[family]
-            save_bin = self.module.get_bin_path(save)
-            if not save_bin:
-                snap.notes.append(f"{save} is not installed: {family} rules not read")
-                continue
-            if family == "ipv4":
-                ipt = self.module.get_bin_path(binary)
-                if ipt:
-                    _rc, out, _err = self.run([ipt, "-V"])
-                    try:
-                        backend = parse_version(out)[1]
-                    except IptablesSaveError:
-                        backend = None
-            rc, out, err = self.run([save_bin])
-            if rc != 0:
-                snap.notes.append(f"{save} failed ({err.strip()[:120] or rc}): {family} rules not read")
-                continue
-            try:
-                snap.iptables[family] = parse_save(out)
-            except IptablesSaveError as exc:
-                self.fail(f"cannot read the {family} rules ({save}): {exc}")
-        return backend
-
-    def read_other(self, snap):
-        """Fill the nft tables, ipsets and kube-ipvs0 of snap (None for what cannot be read)."""
-        nft = self.module.get_bin_path("nft")
-        if nft:
-            rc, out, err = self.run([nft, "list", "tables"])
-            if rc == 0:
-                snap.nft_tables = self.parsed(parse_nft_tables, out)
-            else:
-                snap.notes.append(f"nft list tables failed: {err.strip()[:120]}")
-        ipset = self.module.get_bin_path("ipset")
-        if ipset:
-            rc, out, err = self.run([ipset, "save"])
-            if rc == 0:
-                snap.ipsets = self.parsed(parse_ipset_save, out)
-            else:
-                snap.notes.append(f"ipset save failed: {err.strip()[:120]}")
-        ip = self.module.get_bin_path("ip")
-        if ip:
-            rc, out, err = self.run([ip, "-d", "-j", "addr", "show"])
-            if rc != 0:
-                self.fail(f"ip -d -j addr show failed: {err.strip()}")
-            snap.link = self.parsed(parse_link, out)
-        else:
-            snap.notes.append("ip is not installed: the kube-ipvs0 link cannot be read")
-
-    def parsed(self, parser, text):
         try:
-            return parser(text)
+            snap = read_snapshot(self.run, self.module.get_bin_path)
         except (StateError, IptablesSaveError) as exc:
             self.fail(f"cannot read kube-proxy's state: {exc}")
-        return None
+        return snap, self.backend()
+
+    def backend(self):
+        """The iptables backend `iptables -V` names (nf_tables or legacy), or None."""
+        ipt = self.module.get_bin_path("iptables")
+        if not ipt:
+            return None
+        try:
+            return parse_version(self.run([ipt, "-V"])[1])[1]
+        except IptablesSaveError:
+            return None
 
     # Acting.
 

@@ -8,7 +8,8 @@ short_description: Audit (check mode) or remediate (normal run) a Kubernetes nod
 description:
   - Gathers the node's state in one pass (C(/proc/sys), the sysctl.d files, C(iptables-save),
     C(ip -j -d link), C(ip -j addr/route/neigh), C(bridge -j fdb), firewalld, C(/run/flannel/subnet.env),
-    resolv.conf files, the Corefile, C(conntrack -L -p udp), a DNS query to each of the node's nameservers),
+    resolv.conf files, the Corefile, C(conntrack -L -p udp), a DNS query to each of the node's nameservers,
+    and for kube-proxy's mode C(ip6tables-save), C(nft list tables), C(ipset save), C(/proc/net/ip_vs)),
     compares it with O(want) and reports findings with stable IDs (docs/findings/<ID>.md).
   - In check mode nothing changes and the findings are the audit; C(--diff) shows each planned fix.
     In a normal run every fixable finding is fixed, then the node is audited again; a fix that did not
@@ -27,14 +28,15 @@ options:
         state_file); C(forward) (mode, chain); C(flannel) (backend, vni, port, mtu, ip_masq);
         C(leases) (node, subnet, public_ip, vtep_mac for every node); C(services) (namespace, name,
         port_name, protocol, cluster_ip, port, endpoints); C(dns) (corefile_path, corefile,
-        node_nameservers, pods, probe_timeout).
+        node_nameservers, pods, probe_timeout); C(kube_proxy) (mode).
     type: dict
     required: true
   checks:
     description: The checks to run (default all), in the order fixes run.
     type: list
     elements: str
-    choices: [kernel, firewall, forward, masquerade, flannel, kube-proxy, node-dns, coredns, pod-dns, conntrack]
+    choices: [kernel, firewall, forward, masquerade, flannel, kube-proxy, kube-proxy-mode, node-dns, coredns, pod-dns,
+              conntrack]
   backup:
     description: Back up every file before it is rewritten (Ansible's backup_local naming).
     type: bool
@@ -101,11 +103,12 @@ from ansible.module_utils.netmend.drift import CHECKS, audit, check_want, owned_
 from ansible.module_utils.netmend.errors import ProblemsError  # noqa: E402
 from ansible.module_utils.netmend.files import read_text, replace_file, write_atomic  # noqa: E402
 from ansible.module_utils.netmend.iptables import IptablesSaveError, parse_save  # noqa: E402
+from ansible.module_utils.netmend.proxymode import StateError, read_snapshot  # noqa: E402
 from ansible.module_utils.netmend.sysctl import CONF_SUFFIX, ETC_SYSCTL_CONF, SYSCTL_DIRS, proc_path  # noqa: E402
 
 ENV = {"LC_ALL": "C"}
 LOCK_WAIT = "5"
-IPTABLES_CHECKS = ("forward", "masquerade", "kube-proxy")
+IPTABLES_CHECKS = ("forward", "masquerade", "kube-proxy", "kube-proxy-mode")
 
 
 class Node:
@@ -138,6 +141,8 @@ class Node:
             state.update(self._dns(want, checks))
         if "conntrack" in checks:
             state.update(self._conntrack(want))
+        if "kube-proxy-mode" in checks and (want.get("kube_proxy") or {}).get("mode"):
+            state["proxy"] = self._proxy(state.get("iptables"))
         return state
 
     def _kernel(self, want):
@@ -219,6 +224,13 @@ class Node:
             state["pod_resolv"] = {pod["path"]: read_text(pod["path"]) for pod in dns.get("pods") or []}
         return state
 
+    def _proxy(self, ipv4):
+        try:
+            return read_snapshot(lambda argv: self.run(argv, check=False), self.tool, ipv4)
+        except (StateError, IptablesSaveError) as exc:
+            self.module.fail_json(msg=f"cannot read kube-proxy's state, nothing was changed: {exc}")
+        return None
+
     def _conntrack(self, want):
         binary = self.tool("conntrack")
         if not binary:
@@ -247,7 +259,8 @@ class Node:
             if backup:
                 self.backups.append(backup)
         elif kind == "iptables":
-            self.run(["iptables-restore", "-w", LOCK_WAIT, "--noflush"], data=action.payload)
+            restore = "ip6tables-restore" if action.family == "ipv6" else "iptables-restore"
+            self.run([restore, "-w", LOCK_WAIT, "--noflush"], data=action.payload)
         elif kind in ("ip", "bridge"):
             self.run([kind, "-batch", "-"], data="\n".join(action.payload) + "\n")
         elif kind == "command":

@@ -15,11 +15,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from . import firewalld, flannel, kubeproxy, resolvconf, sysctl
+from . import firewalld, flannel, kubeproxy, proxymode, resolvconf, sysctl
 from .coredns import CorefileError, loopback_upstreams
 from .errors import ProblemsError
 from .findings import Finding
 from .iptables import FORWARD_CHAIN, forward_accept_rules, owned, restore_payload, rule_target
+from .kmod import PROXY_MODES
 
 # Finding ID -> (severity, component). docs/findings/<ID>.md documents each.
 CATALOG = {
@@ -36,6 +37,7 @@ CATALOG = {
     "MASQUERADE-MISSING": ("error", "flannel"),
     "DNAT-STALE-POD-IP": ("error", "kube-proxy"),
     "DNAT-STALE-HOST-IP": ("error", "kube-proxy"),
+    "KUBE-PROXY-MODE-LEFTOVERS": ("error", "kube-proxy"),
     "RESOLV-NAMESERVER-DEAD": ("error", "dns"),
     "COREDNS-LOOPBACK-UPSTREAM": ("critical", "dns"),
     "POD-RESOLV-NO-CLUSTER-DNS": ("error", "dns"),
@@ -63,6 +65,7 @@ CHECKS = {
                 "FLANNEL-VXLAN-VNI", "FLANNEL-VXLAN-PORT", "FLANNEL-PEER-ROUTE-MISSING", "FLANNEL-PEER-NEIGH-MISSING",
                 "FLANNEL-PEER-FDB-MISSING"),
     "kube-proxy": ("DNAT-STALE-POD-IP", "DNAT-STALE-HOST-IP"),
+    "kube-proxy-mode": ("KUBE-PROXY-MODE-LEFTOVERS",),
     "node-dns": ("RESOLV-NAMESERVER-DEAD",),
     "coredns": ("COREDNS-LOOPBACK-UPSTREAM",),
     "pod-dns": ("POD-RESOLV-NO-CLUSTER-DNS", "HOSTNET-POD-DNS-POLICY"),
@@ -81,6 +84,7 @@ FORWARD_MODES = ("accept_pod_cidr", "policy_accept")
 BACKENDS = ("vxlan", "host-gw")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 DNS_PORT = 53
+EVIDENCE_ITEMS = 5  # per kube-proxy mode in KUBE-PROXY-MODE-LEFTOVERS
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _DNAT = re.compile(r"(?:^|\s)--to-destination\s+(\S+)")
 
@@ -92,8 +96,9 @@ class WantError(ProblemsError):
 @dataclass
 class Action:
     """One change that fixes (part of) a finding. kind: proc (write a /proc/sys file), file (back up and
-    replace a file), iptables (iptables-restore --noflush of payload), ip / bridge (batch commands),
-    command (argv lists), firewalld (firewall-cmd argument lists plus the owned record)."""
+    replace a file), iptables (iptables-restore --noflush of payload; ip6tables-restore for family ipv6),
+    ip / bridge (batch commands), command (argv lists), firewalld (firewall-cmd argument lists plus the
+    owned record)."""
 
     finding: str
     kind: str
@@ -102,6 +107,7 @@ class Action:
     before: str = ""
     after: str = ""
     mode: int = 0o644
+    family: str = "ipv4"
 
     def describe(self):
         if self.kind == "proc":
@@ -109,7 +115,8 @@ class Action:
         if self.kind == "file":
             return f"{self.finding}: rewrite {self.target} (backed up)"
         if self.kind == "iptables":
-            return f"{self.finding}: iptables-restore --noflush into the {self.target} table"
+            tool = "ip6tables-restore" if self.family == "ipv6" else "iptables-restore"
+            return f"{self.finding}: {tool} --noflush into the {self.target} table"
         if self.kind in ("ip", "bridge"):
             return f"{self.finding}: {self.kind} " + "; ".join(self.payload)
         if self.kind == "firewalld":
@@ -208,6 +215,8 @@ def _check_want_parts(p, want):
         except ProblemsError as exc:
             p += [(f"want.firewall.{k}", m) for k, m in exc.problems]
     _choice(p, "want.forward.mode", (want.get("forward") or {}).get("mode", "accept_pod_cidr"), FORWARD_MODES)
+    if (want.get("kube_proxy") or {}).get("mode") is not None:
+        _choice(p, "want.kube_proxy.mode", want["kube_proxy"]["mode"], PROXY_MODES)
     fl = want.get("flannel") or {}
     if fl:
         _choice(p, "want.flannel.backend", fl.get("backend"), BACKENDS)
@@ -783,8 +792,61 @@ def _check_conntrack(a):
                [Action("CONNTRACK-STALE-DNS", "command", "conntrack", argvs, _lines(evidence), "")])
 
 
+# --- kube-proxy mode leftovers ---------------------------------------------------------------------
+
+def _check_proxy_mode(a):
+    mode = (a.want.get("kube_proxy") or {}).get("mode")
+    snap = a.state.get("proxy")
+    if mode is None or snap is None:
+        a.skip("kube-proxy-mode", "no kube-proxy mode configured" if mode is None else
+               a.state.get("proxy_error", "kube-proxy's state was not read"))
+        return
+    try:
+        p = proxymode.plan(snap, mode)
+    except ValueError as exc:
+        a.skip("kube-proxy-mode", f"cannot plan the cleanup: {exc}")
+        return
+    others = {m: why for m, why in p.evident.items() if m != mode}
+    if not others:
+        return
+    evidence = [f"{m} mode: {', '.join(why[:EVIDENCE_ITEMS])}{' ...' if len(why) > EVIDENCE_ITEMS else ''}"
+                for m, why in sorted(others.items())]
+    evidence += [f"kept {what}: {why}" for what, why in p.kept] + p.notes
+    actions, fix = [], (f"remove exactly what `kube-proxy --cleanup` removes for {', '.join(sorted(others))} mode "
+                        f"({len(p.steps())} step(s)); kube-proxy's {mode} state and the host's rules stay")
+    before, after = proxymode.view(snap), proxymode.view(snap, p)
+    if mode not in p.evident:
+        fix = (f"none automatic: the node shows no {mode}-mode state, so kube-proxy may not run in {mode} mode "
+               "here (kube_proxy_mode): netmend removes another mode's state only next to a running configured mode")
+    elif p.removes:
+        actions = _proxy_mode_actions(p, before, after)
+    a.find("KUBE-PROXY-MODE-LEFTOVERS", f"kube-proxy runs in {mode} mode, and the node still holds the state of "
+           f"{', '.join(sorted(others))} mode", f"only {mode}-mode kube-proxy state",
+           f"{', '.join(sorted(others))} mode state as well", fix, evidence, actions)
+
+
+def _proxy_mode_actions(p, before, after):
+    """The cleanup plan as actions, in the order it must run: virtual servers, the dummy link, the chains
+    (one --noflush transaction per family), the ipsets once nothing matches them, the nft tables."""
+    fid = "KUBE-PROXY-MODE-LEFTOVERS"
+    commands = [["ipvsadm", *vs.ipvsadm_delete()] for vs in p.virtual_servers]
+    commands += [["ip", "link", "delete", p.link]] if p.link else []
+    actions = [Action(fid, "command", "ipvs", commands)] if commands else []
+    for family in proxymode.FAMILIES:
+        if family in p.payloads:
+            tables = ", ".join(sorted(p.chains.get(family, {})))
+            actions.append(Action(fid, "iptables", tables, p.payloads[family], family=family))
+    late = [["ipset", "destroy", name] for name in p.ipsets]
+    late += [["nft", "delete", "table", family, name] for family, name in p.nft_tables]
+    if late:
+        actions.append(Action(fid, "command", "ipsets and nft tables", late))
+    actions[0].before, actions[0].after = before, after  # the diff shows kube-proxy's state before and after
+    return actions
+
+
 RUNNERS = {"kernel": _check_kernel, "firewall": _check_firewall, "forward": _check_forward,
            "masquerade": _check_masquerade, "flannel": _check_flannel, "kube-proxy": _check_dnat,
+           "kube-proxy-mode": _check_proxy_mode,
            "node-dns": _check_node_dns, "coredns": _check_coredns, "pod-dns": _check_pod_dns,
            "conntrack": _check_conntrack}
 

@@ -22,10 +22,11 @@ something else still refers to, and an ipset a remaining rule matches, is kept a
 
 import ipaddress
 import json
+import os
 import re
 from dataclasses import dataclass, field
 
-from .iptables import BUILTIN_CHAINS, delete_payload, jumps_into, rule_target
+from .iptables import BUILTIN_CHAINS, delete_payload, jumps_into, parse_save, rule_target
 from .kmod import PROXY_MODES
 from .kubeproxy import (
     IPSET_PREFIX,
@@ -38,6 +39,10 @@ from .kubeproxy import (
 
 IPTABLES_BASED = ("iptables", "ipvs")
 FAMILIES = ("ipv4", "ipv6")
+PROC_IP_VS = "/proc/net/ip_vs"
+# family -> (the iptables binary, its save and its restore)
+TOOLS = {"ipv4": ("iptables", "iptables-save", "iptables-restore"),
+         "ipv6": ("ip6tables", "ip6tables-save", "ip6tables-restore")}
 TABLES = ("filter", "nat", "mangle")
 _IPSET_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,31}$")
 _NODE_PORT_SET = re.compile(r"^KUBE-(?:6-)?NODE-PORT-(?:LOCAL-)?(TCP|UDP|SCTP)(?:-HASH)?$")
@@ -184,6 +189,48 @@ def parse_ip_vs(text):
         services.append(VirtualServer(words[0], _hex_address(match.group(1), number), int(match.group(2), 16),
                                       words[2]))
     return services
+
+
+# Reading a node. The modules hand in their own command runner; nothing here starts a process itself.
+
+def read_snapshot(run, find_tool, ipv4=None):
+    """Read everything `plan` looks at. run(argv) -> (rc, stdout, stderr); find_tool(name) -> a path or
+    None; ipv4: the node's IPv4 tables (parse_save) when the caller has read them already. A tool that is
+    missing or fails leaves its part None with a note; output that cannot be read raises StateError (or
+    IptablesSaveError), so nothing is planned from a misreading."""
+    snap = Snapshot()
+    for family in FAMILIES:
+        if family == "ipv4" and ipv4 is not None:
+            snap.iptables[family] = ipv4
+            continue
+        save = TOOLS[family][1]
+        binary = find_tool(save)
+        rc, out, err = run([binary]) if binary else (None, "", "")
+        if rc == 0:
+            snap.iptables[family] = parse_save(out)
+        else:
+            why = f"failed ({err.strip()[:120] or rc})" if binary else "is not installed"
+            snap.notes.append(f"{save} {why}: {family} rules not read")
+    for tool, argv, parser, attr in (("nft", ["list", "tables"], parse_nft_tables, "nft_tables"),
+                                     ("ipset", ["save"], parse_ipset_save, "ipsets")):
+        binary = find_tool(tool)
+        rc, out, err = run([binary, *argv]) if binary else (None, "", "")
+        if rc == 0:
+            setattr(snap, attr, parser(out))
+        elif binary:
+            snap.notes.append(f"{tool} {' '.join(argv)} failed: {err.strip()[:120]}")
+    binary = find_tool("ip")
+    if not binary:
+        snap.notes.append("ip is not installed: the kube-ipvs0 link cannot be read")
+    else:
+        rc, out, err = run([binary, "-d", "-j", "addr", "show"])
+        if rc != 0:
+            raise StateError(f"ip -d -j addr show failed: {err.strip()[:120]}")
+        snap.link = parse_link(out)
+    if os.path.exists(PROC_IP_VS):
+        with open(PROC_IP_VS, encoding="utf-8") as handle:
+            snap.ipvs = parse_ip_vs(handle.read())
+    return snap
 
 
 # What the node shows of each mode.

@@ -27,7 +27,8 @@ from tests.unit.test_drift import SYSCTL_FILE, SYSCTLS, lab_want
 pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and `unshare --net --mount`")
 
 FIXTURES = ROOT / "tests" / "fixtures" / "drift"
-CHECKS = ["kernel", "firewall", "forward", "masquerade", "flannel", "kube-proxy", "node-dns", "pod-dns", "conntrack"]
+CHECKS = ["kernel", "firewall", "forward", "masquerade", "flannel", "kube-proxy", "kube-proxy-mode", "node-dns",
+          "pod-dns", "conntrack"]
 W1_MAC, CP1_MAC, W2_MAC = "22:a6:e6:f2:81:7e", "36:af:94:c6:36:5c", "66:7a:f1:bb:3f:9f"
 RESOLV = "nameserver 127.0.0.1\nsearch lab.example\noptions timeout:1 attempts:1\n"
 POD_RESOLV = resolvconf.pod_resolv_conf("10.96.0.10", "default", "cluster.local", ["lab.example"])
@@ -73,6 +74,9 @@ iptables -A INPUT -p icmp -j LOG --log-prefix "host-canary: "
 iptables -A FORWARD -p icmp -j LOG --log-prefix "host-canary: "
 iptables -N HOST-CANARY && iptables -A HOST-CANARY -s 192.0.2.0/24 -j RETURN
 mkdir -p /run/flannel && cp {FIXTURES / "w1-subnet.env"} /run/flannel/subnet.env
+nft add table inet host-own && nft add chain inet host-own input '{{ type filter hook input priority 0; }}'
+nft add rule inet host-own input ip saddr 192.0.2.0/24 counter accept
+ipset create host-allow hash:net && ipset add host-allow 192.0.2.0/24
 """
 # What is compared before and after: the built-in chains' policies and the owned chains, flannel.1 and its
 # peer entries, cni0's address and the files netmend may rewrite; the canary is the host's own.
@@ -87,12 +91,14 @@ snap() {
     ip -d link show flannel.1 2>&1 | sed -e 's/^[0-9]*: //' > "$OUT/$1.link"
     { ip route show; ip neigh show dev flannel.1 | sort; bridge fdb show dev flannel.1 | sort;
       ip -4 -o addr show dev cni0; ip -4 -o addr show dev flannel.1; } 2>&1 | sed -e 's/^[0-9]*: //' > "$OUT/$1.ip"
-    { iptables-save | grep -E 'HOST-CANARY|host-canary'; cat /etc/sysctl.d/99-host.conf; } > "$OUT/$1.canary"
+    { iptables-save | grep -E 'HOST-CANARY|host-canary'; cat /etc/sysctl.d/99-host.conf;
+      nft list table inet host-own; ipset list host-allow; } > "$OUT/$1.canary"
+    { nft list tables; ipset list -n; } 2>&1 | sort > "$OUT/$1.kp"
     { for f in /run/flannel/subnet.env /etc/resolv.conf $PODS; do echo "== $f"; cat "$f"; done
       for k in $SYSCTLS; do echo "$k = $(cat /proc/sys/$k)"; done; } > "$OUT/$1.files"
 }
 """
-STATE = ("filter", "nat", "link", "ip", "files")
+STATE = ("filter", "nat", "link", "ip", "files", "kp")
 
 
 class Node:
@@ -184,7 +190,7 @@ def test_the_mini_node_audits_clean_and_a_run_changes_nothing(node):
     node.go()
     check, run = node.result("check"), node.result("run")
     assert check["findings"] == [] and not check["changed"], check
-    assert check["skipped_checks"] == [] and len(check["checks"]) == 26  # every ID but COREDNS-LOOPBACK-UPSTREAM's
+    assert check["skipped_checks"] == [] and len(check["checks"]) == 27  # every ID but COREDNS-LOOPBACK-UPSTREAM's
     assert "COREDNS-LOOPBACK-UPSTREAM" not in check["checks"]
     assert run["findings"] == [] and not run["changed"] and run["backups"] == []
     assert node.state("before") == node.state("after")
@@ -229,6 +235,13 @@ FAULTS = [
     ("pod-resolv-no-cluster-dns", "cp /etc/resolv.conf " + POD, "POD-RESOLV-NO-CLUSTER-DNS", POD),
     ("resolv-dead-nameserver", "sed -i 's/^nameserver 127.0.0.1$/nameserver 127.0.0.1\\nnameserver 127.0.0.2/' "
      "/etc/resolv.conf", "RESOLV-NAMESERVER-DEAD", "/etc/resolv.conf"),
+    # kube-proxy's tables from an earlier nftables mode, and an ipset of an earlier ipvs mode, next to the
+    # iptables mode that runs: field guide failure mode 9.
+    ("kube-proxy-nftables-leftovers", f"nft -f {ROOT / 'tests' / 'fixtures' / 'kube-proxy' / 'nftables-mode.nft'}",
+     "KUBE-PROXY-MODE-LEFTOVERS", None),
+    ("kube-proxy-ipvs-ipset",
+     "ipset create KUBE-CLUSTER-IP hash:ip,port && ipset add KUBE-CLUSTER-IP 10.96.0.10,udp:53",
+     "KUBE-PROXY-MODE-LEFTOVERS", None),
 ]
 
 

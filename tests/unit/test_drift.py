@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lab.inventory import load_cluster
-from netmend import drift, firewalld, flannel, iproute, kmod, kubeproxy, resolvconf, sysctl
+from netmend import drift, firewalld, flannel, iproute, kmod, kubeproxy, proxymode, resolvconf, sysctl
 from netmend.cluster import truth
 from netmend.conntrack import parse_conntrack
 from netmend.coredns import render_corefile
@@ -70,6 +70,7 @@ def lab_want(node="w1"):
                      "trusted_sources": [VARIABLES["netmend_pod_cidr"], VARIABLES["netmend_service_cidr"]],
                      "masquerade": True, "state_file": "/var/lib/netmend/firewalld.json"},
         "forward": {"mode": "accept_pod_cidr"},
+        "kube_proxy": {"mode": VARIABLES["kube_proxy_mode"]},
         "flannel": {**t["flannel"], "ip_masq": True},
         "leases": t["leases"], "services": t["services"],
         "dns": {"corefile_path": COREFILE_PATH if control_plane else "",
@@ -107,6 +108,10 @@ class Raw:
         self.firewalld_running = True
         self.pod_resolv = {p["path"]: pod_text(p["namespace"]) for p in TRUTH["pods"]["w1"]}
         self.conntrack = DNS_FLOW.format(reply="10.244.0.3")
+        self.nft_tables = fixture("w1-nft-tables.txt")
+        self.ipsets = ""
+        self.ipvs_link = None  # `ip -d -j addr show`'s kube-ipvs0 entry, when the node has one
+        self.ip_vs = None  # /proc/net/ip_vs
 
     def link(self, name):
         return next(lk for lk in self.links if lk["ifname"] == name)
@@ -126,7 +131,13 @@ class Raw:
                  "subnet_env": self.subnet_env,
                  "resolv": {"text": self.resolv, "link": self.resolv_link}, "alive": dict(self.alive),
                  "pod_resolv": dict(self.pod_resolv),
-                 "conntrack": parse_conntrack(self.conntrack, CONNTRACK_SUMMARY.format(n=count))}
+                 "conntrack": parse_conntrack(self.conntrack, CONNTRACK_SUMMARY.format(n=count)),
+                 "proxy": proxymode.Snapshot(
+                     iptables={"ipv4": parse_save(self.iptables), "ipv6": {}},
+                     nft_tables=proxymode.parse_nft_tables(self.nft_tables),
+                     ipsets=proxymode.parse_ipset_save(self.ipsets),
+                     link=proxymode.parse_link(json.dumps(self.addrs + ([self.ipvs_link] if self.ipvs_link else []))),
+                     ipvs=proxymode.parse_ip_vs(self.ip_vs) if self.ip_vs is not None else None)}
         if self.corefile is not None:
             state["corefile"] = self.corefile
             state["corefile_resolv"] = {"/etc/resolv.conf": self.resolv}
@@ -159,14 +170,20 @@ def actions(result, kind=None):
 
 def restore_noflush(tables, payload):
     """Apply an iptables-restore --noflush payload to parsed tables: a declared user chain is created or
-    flushed, -A appends, -I inserts at the top, -X deletes an empty, unreferenced chain."""
+    flushed, -A appends, -I inserts at the top, -D deletes one copy of a rule, -X deletes an empty,
+    unreferenced chain. Several tables (*name ... COMMIT blocks) in one payload are applied in order."""
     tables = copy.deepcopy(tables)
     lines = payload.splitlines()
     assert lines[0].startswith("*") and lines[-1] == "COMMIT", payload
-    table = tables.setdefault(lines[0][1:], Table(lines[0][1:]))
-    for line in lines[1:-1]:
+    table = None
+    for line in lines:
         words = line.split()
-        if line.startswith(":"):
+        if line.startswith("*"):
+            assert table is None, f"{line}: the previous table has no COMMIT"
+            table = tables.setdefault(line[1:], Table(line[1:]))
+        elif line == "COMMIT":
+            table = None
+        elif line.startswith(":"):
             chain = words[0][1:]
             assert chain not in ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"), line
             table.policies[chain] = "-"
@@ -178,6 +195,10 @@ def restore_noflush(tables, payload):
             assert words[1] in table.policies, line
             first = next((i for i, (c, _) in enumerate(table.rules) if c == words[1]), len(table.rules))
             table.rules.insert(first, (words[1], "-A " + line[3:]))
+        elif words[0] == "-D":
+            rule = "-A " + line[3:]
+            assert (words[1], rule) in table.rules, f"{line}: no such rule"
+            table.rules.remove((words[1], rule))
         elif words[0] == "-X":
             assert not table.chain_rules(words[1]), f"{line}: the chain is not empty"
             assert not [r for _, r in table.rules if rule_target(r) == words[1]], f"{line}: still referenced"
@@ -216,7 +237,7 @@ def test_the_lab_want_is_valid_and_w1_audits_clean_with_every_check():
     result = run(Raw())
     assert result.findings == [] and result.actions == [] and result.skipped == []
     assert sorted(result.checks) == sorted(drift.CATALOG)
-    assert len(drift.CATALOG) == 27
+    assert len(drift.CATALOG) == 28
     assert [i for ids in drift.CHECKS.values() for i in ids] == list(result.checks)
 
 
@@ -752,7 +773,97 @@ def test_no_conntrack_tool_skips_the_check():
     state["conntrack"], state["conntrack_error"] = None, "conntrack (conntrack-tools) is not installed"
     result = drift.audit(state, lab_want())
     assert ("conntrack", "conntrack (conntrack-tools) is not installed") in result.skipped
-    assert "CONNTRACK-STALE-DNS" not in result.checks and len(result.checks) == 26
+    assert "CONNTRACK-STALE-DNS" not in result.checks and len(result.checks) == len(drift.CATALOG) - 1
+
+
+# --- kube-proxy mode leftovers ---------------------------------------------------------------------
+
+KUBE_PROXY_FIXTURES = ROOT / "tests" / "fixtures" / "kube-proxy"
+
+
+def kp_fixture(name):
+    return (KUBE_PROXY_FIXTURES / name).read_text()
+
+
+def test_nftables_leftovers_next_to_a_running_iptables_mode_are_deleted_table_by_table():
+    raw = Raw()
+    raw.nft_tables = fixture("w1-nft-tables.txt") + "table ip kube-proxy\ntable ip6 kube-proxy\n"
+    result = run(raw)
+    finding = only(result, "KUBE-PROXY-MODE-LEFTOVERS")
+    assert finding.evidence == ("nftables mode: nft table ip kube-proxy, nft table ip6 kube-proxy",)
+    assert "kube-proxy runs in iptables mode" in finding.summary and "nftables mode" in finding.actual
+    (action,) = result.actions
+    assert action.kind == "command"
+    assert action.payload == [["nft", "delete", "table", "ip", "kube-proxy"],
+                              ["nft", "delete", "table", "ip6", "kube-proxy"]]
+    assert "table ip kube-proxy" in action.before and "table ip" not in action.after
+    assert "KUBE-SVC-" in action.before and "KUBE-SVC-" in action.after  # iptables mode's own state stays
+
+
+def test_iptables_leftovers_next_to_a_running_nftables_mode_go_and_the_rest_stays():
+    raw = Raw()
+    raw.nft_tables = fixture("w1-nft-tables.txt") + "table ip kube-proxy\ntable ip6 kube-proxy\n"
+    want = lab_want()
+    want["kube_proxy"]["mode"] = "nftables"
+    result = run(raw, want)
+    finding = only(result, "KUBE-PROXY-MODE-LEFTOVERS")
+    assert finding.evidence[0].startswith("iptables mode: ipv4 ")
+    (action,) = result.actions
+    assert (action.kind, action.family) == ("iptables", "ipv4")
+    assert action.describe().startswith("KUBE-PROXY-MODE-LEFTOVERS: iptables-restore --noflush into the ")
+    before = raw.state()["iptables"]
+    after = restore_noflush(before, action.payload)
+    left = {c for t in after.values() for c in t.policies}
+    assert not {c for c in left if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-NODEPORTS", "KUBE-SERVICES"))}
+    kept = {c for t in before.values() for c in t.policies if not c.startswith("KUBE-") or c in KUBELET_KEEP}
+    assert kept <= left  # flannel's, netmend's, kubelet's and the built-in chains
+    removed = {c for t in before.values() for c in t.policies} - left
+    for name, table in before.items():  # every other rule stays: only jumps into removed chains go
+        for chain, line in table.rules:
+            if chain in left and rule_target(line) not in removed:
+                assert line in after[name].chain_rules(chain), line
+
+
+KUBELET_KEEP = {"KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-MARK-DROP", "KUBE-IPTABLES-HINT"}
+
+
+def test_ipvs_leftovers_are_removed_in_order_servers_link_then_sets():
+    raw = Raw()
+    raw.ipsets = kp_fixture("ipvs-mode-ipset-save.txt")
+    raw.ipvs_link = next(lk for lk in json.loads(kp_fixture("ip-addr-dummy.json")) if lk["ifname"] == "kube-ipvs0")
+    raw.ip_vs = kp_fixture("proc-net-ip_vs.txt")
+    result = run(raw)
+    finding = only(result, "KUBE-PROXY-MODE-LEFTOVERS")
+    assert finding.evidence[0].startswith("ipvs mode: ") and "dummy link kube-ipvs0" in finding.evidence[0]
+    first, last = result.actions
+    assert first.payload[:3] == [["ipvsadm", "-D", "-t", "10.96.0.1:443"], ["ipvsadm", "-D", "-u", "10.96.0.10:53"],
+                                 ["ipvsadm", "-D", "-t", "10.96.103.220:4000"]]
+    assert first.payload[-1] == ["ip", "link", "delete", "kube-ipvs0"]
+    assert ["ipset", "destroy", "KUBE-CLUSTER-IP"] in last.payload
+    assert all(argv[:2] == ["ipset", "destroy"] and argv[2].startswith("KUBE-") for argv in last.payload)
+
+
+def test_leftovers_without_the_configured_mode_running_are_reported_and_left_alone():
+    raw = Raw()
+    raw.nft_tables = fixture("w1-nft-tables.txt") + "table ip kube-proxy\n"
+    want = lab_want()
+    want["kube_proxy"]["mode"] = "ipvs"  # what the inventory says; the node runs iptables mode
+    result = run(raw, want)
+    assert [f.id for f in result.findings] == ["KUBE-PROXY-MODE-LEFTOVERS"]
+    assert result.actions == []
+    assert result.findings[0].fix.startswith("none automatic: the node shows no ipvs-mode state")
+    assert {e.split(" mode: ")[0] for e in result.findings[0].evidence} == {"iptables", "nftables"}
+
+
+def test_no_kube_proxy_mode_or_state_skips_the_check():
+    want = lab_want()
+    del want["kube_proxy"]
+    result = run(Raw(), want)
+    assert ("kube-proxy-mode", "no kube-proxy mode configured") in result.skipped
+    assert "KUBE-PROXY-MODE-LEFTOVERS" not in result.checks
+    state = Raw().state()
+    del state["proxy"]
+    assert ("kube-proxy-mode", "kube-proxy's state was not read") in drift.audit(state, lab_want()).skipped
 
 
 # --- several at once --------------------------------------------------------------------------------
@@ -774,7 +885,7 @@ def test_several_faults_at_once_give_the_union_in_check_order():
            "CONNTRACK-STALE-DNS"]
     assert [f.id for f in result.findings] == ids
     assert [a.finding for a in result.actions] == ids
-    assert len(result.checks) == 27
+    assert len(result.checks) == len(drift.CATALOG)
 
 
 # --- the want ---------------------------------------------------------------------------------------
@@ -810,6 +921,7 @@ def _bad(path, value):
     (("firewall", "mode"), "off", "want.firewall.mode"),
     (("firewall", "ports"), ["8472"], "want.firewall.ports"),
     (("forward", "mode"), "accept", "want.forward.mode"),
+    (("kube_proxy", "mode"), "userspace", "want.kube_proxy.mode"),
     (("flannel", "vni"), 0, "want.flannel.vni"),
     (("flannel", "port"), "8472", "want.flannel.port"),
     (("flannel", "mtu"), 100, "want.flannel.mtu"),

@@ -20,6 +20,7 @@ from netmend.proxymode import (
     parse_nft_tables,
     plan,
     previous_modes,
+    read_snapshot,
     view,
 )
 
@@ -366,3 +367,58 @@ def test_mode_chains():
     assert is_service_chain("KUBE-SVL-ABC") and not is_service_chain("KUBE-SERVICES")
     for table, chains in KUBELET_CHAINS.items():
         assert not set(chains) & (mode_chains("iptables", table) | mode_chains("ipvs", table))
+
+
+# Reading a node through the caller's command runner (netmend_node and netmend_kube_proxy_cleanup).
+
+def _runner(outputs):
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        return outputs[tuple(argv)]
+    return run, calls
+
+
+def test_read_snapshot_reads_every_source_once():
+    run, calls = _runner({
+        ("/sbin/iptables-save",): (0, read("iptables-mode-save.txt"), ""),
+        ("/sbin/ip6tables-save",): (0, read("iptables-mode-ip6-save.txt"), ""),
+        ("/usr/sbin/nft", "list", "tables"): (0, read("nft-list-tables.txt"), ""),
+        ("/sbin/ipset", "save"): (0, read("ipvs-mode-ipset-save.txt"), ""),
+        ("/bin/ip", "-d", "-j", "addr", "show"): (0, read("ip-addr-dummy.json"), ""),
+    })
+    tools = {"iptables-save": "/sbin/iptables-save", "ip6tables-save": "/sbin/ip6tables-save", "nft": "/usr/sbin/nft",
+             "ipset": "/sbin/ipset", "ip": "/bin/ip"}
+    snap = read_snapshot(run, tools.get)
+    assert set(snap.iptables) == {"ipv4", "ipv6"} and "KUBE-NODEPORTS" in snap.iptables["ipv4"]["nat"].policies
+    assert ("ip", "kube-proxy") in snap.nft_tables and "KUBE-CLUSTER-IP" in snap.ipsets
+    assert snap.link.name == "kube-ipvs0" and snap.notes == []
+    assert len(calls) == 5
+    assert set(evidence(snap)) == {"iptables", "ipvs", "nftables"}
+
+
+def test_read_snapshot_takes_the_callers_ipv4_tables_and_notes_what_it_cannot_read():
+    run, calls = _runner({("ip6tables-save",): (1, "", "can't initialize ip6tables table `filter'"),
+                          ("ip", "-d", "-j", "addr", "show"): (0, "[]", "")})
+    ipv4 = parse_save(read("iptables-mode-save.txt"))
+    snap = read_snapshot(run, {"ip6tables-save": "ip6tables-save", "ip": "ip"}.get, ipv4)
+    assert snap.iptables == {"ipv4": ipv4} and snap.nft_tables is None and snap.ipsets is None and snap.link is None
+    assert calls == [["ip6tables-save"], ["ip", "-d", "-j", "addr", "show"]]
+    assert snap.notes == ["ip6tables-save failed (can't initialize ip6tables table `filter'): ipv6 rules not read"]
+    snap = read_snapshot(_runner({})[0], {}.get)  # nothing installed
+    assert snap.iptables == {} and snap.nft_tables is None and snap.link is None
+    assert snap.notes == ["iptables-save is not installed: ipv4 rules not read",
+                          "ip6tables-save is not installed: ipv6 rules not read",
+                          "ip is not installed: the kube-ipvs0 link cannot be read"]
+
+
+@pytest.mark.parametrize(("tool", "argv", "text", "words"), [
+    ("nft", ("nft", "list", "tables"), "tables: ip nat\n", "nft list tables, line 1"),
+    ("ipset", ("ipset", "save"), "add KUBE-X 10.0.0.1\n", "ipset save, line 1"),
+    ("ip", ("ip", "-d", "-j", "addr", "show"), "[{", "ip -d -j addr show: not JSON"),
+])
+def test_read_snapshot_refuses_output_it_cannot_read(tool, argv, text, words):
+    run, _ = _runner({("iptables-save",): (0, "", ""), ("ip6tables-save",): (0, "", ""), argv: (0, text, "")})
+    with pytest.raises(StateError, match=words):
+        read_snapshot(run, {"iptables-save": "iptables-save", "ip6tables-save": "ip6tables-save", tool: tool}.get)
