@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from lab import topology
+from lab.faults import FAULTS
 from tests.labutil import ROOT, lab_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
@@ -45,7 +46,7 @@ def test_molecule_remediation_scenario_runs_the_fault_matrix():
         for step in ("create", "prepare", "converge", "idempotence", "verify", "destroy"):
             assert re.search(rf"{step}\S*: Executed: Successful", out), f"{step} did not run:\n{out[-3000:]}"
         match = re.search(r"(\d+) passed", out)
-        assert match and int(match.group(1)) == 22, out[-3000:]  # 20 faults alone, 2 combinations
+        assert match and int(match.group(1)) == len(FAULTS) + 2, out[-3000:]  # every fault alone, 2 combinations
         assert topology.load_state() is None, "destroy tears the lab down"
     finally:
         if was_up:
