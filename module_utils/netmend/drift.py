@@ -108,6 +108,7 @@ class Action:
     after: str = ""
     mode: int = 0o644
     family: str = "ipv4"
+    label: str = ""  # what the diff headers name, when not the target
 
     def describe(self):
         if self.kind == "proc":
@@ -125,7 +126,8 @@ class Action:
         return f"{self.finding}: " + "; ".join(" ".join(a) for a in self.payload)
 
     def diff(self):
-        return {"before_header": f"{self.target} (before)", "after_header": f"{self.target} (after)",
+        name = self.label or self.target
+        return {"before_header": f"{name} (before)", "after_header": f"{name} (after)",
                 "before": self.before, "after": self.after}
 
 
@@ -812,17 +814,20 @@ def _check_proxy_mode(a):
     evidence = [f"{m} mode: {', '.join(why[:EVIDENCE_ITEMS])}{' ...' if len(why) > EVIDENCE_ITEMS else ''}"
                 for m, why in sorted(others.items())]
     evidence += [f"kept {what}: {why}" for what, why in p.kept] + p.notes
-    actions, fix = [], (f"remove exactly what `kube-proxy --cleanup` removes for {', '.join(sorted(others))} mode "
-                        f"({len(p.steps())} step(s)); kube-proxy's {mode} state and the host's rules stay")
-    before, after = proxymode.view(snap), proxymode.view(snap, p)
+    old = ", ".join(sorted(others))
+    actions = []
     if mode not in p.evident:
         fix = (f"none automatic: the node shows no {mode}-mode state, so kube-proxy may not run in {mode} mode "
                "here (kube_proxy_mode): netmend removes another mode's state only next to a running configured mode")
-    elif p.removes:
-        actions = _proxy_mode_actions(p, before, after)
+    elif not p.removes:
+        fix = f"none automatic: what is left of {old} mode is still referred to (see the evidence)"
+    else:
+        actions = _proxy_mode_actions(p, proxymode.view(snap), proxymode.view(snap, p))
+        steps = "; ".join(action.describe().split(": ", 1)[1] for action in actions)
+        fix = (f"remove exactly what `kube-proxy --cleanup` removes for {old} mode ({steps}); kube-proxy's "
+               f"{mode}-mode state and the host's rules stay")
     a.find("KUBE-PROXY-MODE-LEFTOVERS", f"kube-proxy runs in {mode} mode, and the node still holds the state of "
-           f"{', '.join(sorted(others))} mode", f"only {mode}-mode kube-proxy state",
-           f"{', '.join(sorted(others))} mode state as well", fix, evidence, actions)
+           f"{old} mode", f"only {mode}-mode kube-proxy state", f"{old} mode state as well", fix, evidence, actions)
 
 
 def _proxy_mode_actions(p, before, after):
@@ -840,7 +845,7 @@ def _proxy_mode_actions(p, before, after):
     late += [["nft", "delete", "table", family, name] for family, name in p.nft_tables]
     if late:
         actions.append(Action(fid, "command", "ipsets and nft tables", late))
-    actions[0].before, actions[0].after = before, after  # the diff shows kube-proxy's state before and after
+    actions[0].before, actions[0].after, actions[0].label = before, after, "kube-proxy state"  # the whole plan's diff
     return actions
 
 

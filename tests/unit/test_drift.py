@@ -797,6 +797,9 @@ def test_nftables_leftovers_next_to_a_running_iptables_mode_are_deleted_table_by
     assert action.payload == [["nft", "delete", "table", "ip", "kube-proxy"],
                               ["nft", "delete", "table", "ip6", "kube-proxy"]]
     assert "table ip kube-proxy" in action.before and "table ip" not in action.after
+    assert action.diff()["before_header"] == "kube-proxy state (before)"
+    assert finding.fix.startswith("remove exactly what `kube-proxy --cleanup` removes for nftables mode (nft delete "
+                                  "table ip kube-proxy; nft delete table ip6 kube-proxy)")
     assert "KUBE-SVC-" in action.before and "KUBE-SVC-" in action.after  # iptables mode's own state stays
 
 
@@ -853,6 +856,17 @@ def test_leftovers_without_the_configured_mode_running_are_reported_and_left_alo
     assert result.actions == []
     assert result.findings[0].fix.startswith("none automatic: the node shows no ipvs-mode state")
     assert {e.split(" mode: ")[0] for e in result.findings[0].evidence} == {"iptables", "nftables"}
+
+
+def test_leftovers_still_referred_to_are_reported_and_kept():
+    raw = Raw()
+    raw.ipsets = "create KUBE-CLUSTER-IP hash:ip,port family inet\nadd KUBE-CLUSTER-IP 10.96.0.10,udp:53\n"
+    raw.iptables = _in_table(raw.iptables, "filter", ":INPUT ACCEPT [0:0]\n",
+                             ":INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT\n")
+    result = run(raw)
+    finding = only(result, "KUBE-PROXY-MODE-LEFTOVERS")
+    assert result.actions == [] and finding.fix.startswith("none automatic: what is left of ipvs mode is still")
+    assert any(e.startswith("kept ipset KUBE-CLUSTER-IP: ") for e in finding.evidence), finding.evidence
 
 
 def test_no_kube_proxy_mode_or_state_skips_the_check():

@@ -37,9 +37,10 @@ NODES = [n.name for n in CLUSTER.nodes]
 COMBINATIONS = {
     "kernel+dns+masquerade": [("bridge-nf-off", "w1"), ("masquerade-missing", "w2"), ("coredns-loopback", "cp1"),
                               ("hostnet-no-clusterfirst", "w1")],
-    "forward+dnat+conntrack+flannel+resolv": [("forward-drop", "w1"), ("stale-dnat-hostnet", "w2"),
-                                              ("dns-conntrack-stale", "w2"), ("subnet-env-mismatch", "w2"),
-                                              ("resolv-dead-nameserver", "w2")],
+    "forward+dnat+conntrack+flannel+resolv+proxy-mode": [("forward-drop", "w1"), ("stale-dnat-hostnet", "w2"),
+                                                         ("dns-conntrack-stale", "w2"), ("subnet-env-mismatch", "w2"),
+                                                         ("resolv-dead-nameserver", "w2"),
+                                                         ("kube-proxy-nftables-leftovers", "w1")],
 }
 CANARIES = ("iptables -w 5 -S INPUT | grep -e host- -e HOST-; iptables -w 5 -S FORWARD | grep host-; "
             "iptables -w 5 -S HOST-CANARY; cat /etc/sysctl.d/99-operator.conf; grep '^options' /etc/resolv.conf")
@@ -49,7 +50,7 @@ NODE_STATE = ("iptables-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'; "
               "ip neigh show dev flannel.1 nud permanent; bridge fdb show dev flannel.1; "
               "sysctl -a -r '^net\\.(ipv4\\.(ip_forward|conf\\.all\\.forwarding)|bridge)' 2>/dev/null; "
               "cat /etc/resolv.conf /run/flannel/subnet.env; ls -la --time-style=+ /etc/sysctl.d; "
-              "firewall-cmd --list-all-zones 2>&1")
+              "firewall-cmd --list-all-zones 2>&1; nft list tables; ipset list -n")
 
 
 def _cases():
