@@ -102,6 +102,23 @@ def test_peer_placeholders_follow_inventory_order(lab_cluster):
                            "pod-pod-cross-node:netcheck-w2->netcheck-cp1"], "w2's next peer wraps to cp1"
 
 
+def test_hostnet_placeholder_is_the_probed_hostnetwork_pod_on_its_node_only(lab_cluster, probe_ids):
+    cluster = lab_cluster[0]
+    fault = faults.BY_NAME["kube-proxy-nftables-leftovers"]
+    assert fault.broken(probe_ids, cluster, "w1") == [
+        "hostnet-dns:hello-hostnet-0:ClusterFirstWithHostNet:hello-world-service",
+        "hostnet-dns:hello-hostnet-0:ClusterFirstWithHostNet:kubernetes"]
+    assert fault.broken(probe_ids, cluster, "w2") == [], "w2 runs no probed hostNetwork pod"
+
+
+def test_the_nftables_leftover_is_kube_proxys_tables_with_the_cluster_dns_rejected(lab_cluster):
+    cluster = lab_cluster[0]
+    text = faults._nftables_leftover(type("Ctx", (), {"cluster": cluster})())
+    assert text.startswith("table ip kube-proxy {") and "table ip6 kube-proxy {" in text
+    assert f"{cluster.cluster_dns} . udp . 53 : goto reject-chain" in text
+    assert "type filter hook output priority -110" in text  # before any DNAT (iptables nat OUTPUT is -100)
+
+
 def test_the_probes_the_faults_need_are_planned(lab_cluster, probe_ids):
     cluster, variables = lab_cluster
     for node in cluster.nodes:
