@@ -52,6 +52,22 @@ def failing_probes():
     return [r for r in report["results"] if not r["pass"]]
 
 
+def probe_results():
+    """{probe id: passed} of one run of every lab probe."""
+    return {r["id"]: r["pass"] for r in json.loads(lab_cli("probe", "--json", check=False).stdout)["results"]}
+
+
+def settled_failures(results, expected=frozenset()):
+    """The IDs of the failing probes in `results`. When a probe outside `expected` failed, the lab is probed
+    once more and that run counts: on a loaded machine one lookup through the cluster DNS and its upstream
+    (a pod's search list makes five) can overrun the probe's 2 s. Two runs at most; a probe in `expected`
+    that passed is not probed again, so a fault that breaks less than the catalog says still fails."""
+    failing = {i for i, ok in results.items() if not ok}
+    if failing - set(expected) and not set(expected) - failing:
+        failing = {i for i, ok in probe_results().items() if not ok}
+    return failing
+
+
 def node_state(h):
     """What site.yml may change on a node, read over ssh."""
     return h.check_output(

@@ -10,7 +10,16 @@ import pytest
 
 from lab import faults, topology
 from lab.inventory import load_cluster
-from tests.labutil import LAB_INVENTORY, failing_probes, fresh_lab, lab_cli, node_state, playbook
+from tests.labutil import (
+    LAB_INVENTORY,
+    failing_probes,
+    fresh_lab,
+    lab_cli,
+    node_state,
+    playbook,
+    probe_results,
+    settled_failures,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
@@ -46,12 +55,6 @@ def state(h):
     return base + re.sub(r'"[a-z_]*timer": [\d.]+', "", text) + net
 
 
-def probes():
-    """{probe id: passed} of one probe run."""
-    report = json.loads(lab_cli("probe", "--json", check=False).stdout)
-    return {r["id"]: r["pass"] for r in report["results"]}
-
-
 def active():
     return [(f["name"], f["node"]) for f in json.loads(lab_cli("status", "--json").stdout)["faults"]]
 
@@ -81,14 +84,15 @@ def test_fault_breaks_what_the_catalog_says_and_recovers(lab_hosts, cluster, nam
     assert f"injected {name} on {fault.node}" in out and fault.finding in out
     try:
         assert active() == [(name, fault.node)]
-        results = probes()
-        failed = sorted(i for i, ok in results.items() if not ok)
-        assert failed == fault.broken(results, cluster, fault.node), "the catalog's `breaks` is what fails"
+        results = probe_results()
+        expected = fault.broken(results, cluster, fault.node)
+        failed = sorted(settled_failures(results, expected))
+        assert failed == expected, "the catalog's `breaks` is what fails"
         assert bool(failed) != bool(fault.quiet), "a fault that breaks no probe says why"
     finally:
         lab_cli("recover", name)
     assert active() == []
-    assert failing_probes() == []
+    assert settled_failures(probe_results()) == set()
     assert state(h) == before, "recover puts the node back exactly"
 
 
@@ -104,11 +108,11 @@ def test_two_faults_on_two_nodes_and_the_same_fault_twice(lab_hosts, cluster):
     assert active() == [("resolv-dead-nameserver", "w2"), ("resolv-dead-nameserver", "cp1"), ("bridge-nf-off", "w1")]
     status = lab_cli("status").stdout
     assert re.search(r"fault resolv-dead-nameserver\s+on cp1\s+since \d{4}-", status)
-    results = probes()
+    results = probe_results()
     wanted = set(faults.BY_NAME["resolv-dead-nameserver"].broken(results, cluster, "w2"))
     wanted |= set(faults.BY_NAME["resolv-dead-nameserver"].broken(results, cluster, "cp1"))
     wanted |= set(faults.BY_NAME["bridge-nf-off"].broken(results, cluster, "w1"))
-    assert {i for i, ok in results.items() if not ok} == wanted
+    assert settled_failures(results, wanted) == wanted
     assert {"node-dns:w2", "node-dns:cp1"} <= wanted
 
     out = lab_cli("recover", "resolv-dead-nameserver", "--node", "cp1").stdout
@@ -116,7 +120,7 @@ def test_two_faults_on_two_nodes_and_the_same_fault_twice(lab_hosts, cluster):
     out = lab_cli("recover").stdout
     assert out.splitlines() == ["lab: recovered bridge-nf-off on w1", "lab: recovered resolv-dead-nameserver on w2"]
     assert active() == []
-    assert failing_probes() == []
+    assert settled_failures(probe_results()) == set()
     assert {n: state(h) for n, h in hosts.items()} == before
     assert lab_cli("recover").stdout.strip() == "lab: no fault is active"
 
@@ -132,7 +136,7 @@ def test_recover_after_netmend_fixed_the_fault(lab_hosts):
     assert "-P FORWARD DROP" in w1.check_output("iptables -S FORWARD")
     lab_cli("recover", "forward-drop")
     assert w1.check_output("iptables -S FORWARD").count("-j NETMEND-FORWARD") == 1
-    assert failing_probes() == []
+    assert settled_failures(probe_results()) == set()
     assert state(w1) == before
 
 

@@ -26,6 +26,7 @@ from lab import faults  # noqa: E402
 from lab.inventory import load_cluster  # noqa: E402
 from netmend.drift import CATALOG  # noqa: E402
 from netmend.findings import rank  # noqa: E402
+from tests.labutil import probe_results, settled_failures  # noqa: E402
 
 SSH_CONFIG = "/srv/netmend-lab/run/ssh/ssh_config"
 PLAYBOOK = str(ROOT / ".venv" / "bin" / "ansible-playbook")
@@ -78,12 +79,6 @@ def lab(*args):
     return proc.stdout
 
 
-def probes():
-    """{probe id: passed} from one run of every lab probe."""
-    report = json.loads(run([sys.executable, "-m", "lab", "probe", "--json"]).stdout)
-    return {r["id"]: r["pass"] for r in report["results"]}
-
-
 def audit():
     """(rc, {(node, finding id)}) of playbooks/audit.yml."""
     with tempfile.TemporaryDirectory() as reports:
@@ -113,7 +108,7 @@ def healthy_start():
     lab("recover")
     _proc, found = audit()
     assert not found, f"the provisioned lab is not clean: {sorted(found)}"
-    assert all(probes().values())
+    assert settled_failures(probe_results()) == set()
     yield
     lab("recover")
 
@@ -127,11 +122,11 @@ def test_fault_is_found_fixed_and_proven_fixed(combo):
         faulty = {node for _, node in combo}
         before_state = {n: host(n).check_output(NODE_STATE) for n in NODES if n not in faulty}
 
-        results = probes()
+        results = probe_results()
         expected_broken = set()
         for name, node in combo:
             expected_broken |= set(faults.BY_NAME[name].broken(list(results), CLUSTER, node))
-        assert {i for i, ok in results.items() if not ok} == expected_broken
+        assert settled_failures(results, expected_broken) == expected_broken
 
         proc, found = audit()
         expected = {(node, faults.BY_NAME[name].finding) for name, node in combo}
@@ -144,8 +139,7 @@ def test_fault_is_found_fixed_and_proven_fixed(combo):
 
         proc, found = audit()
         assert not found and proc.returncode == 0, proc.stdout[-4000:]
-        results = probes()
-        assert all(results.values()), [i for i, ok in results.items() if not ok]
+        assert settled_failures(probe_results()) == set()
         assert not any(remediate().values()), "a second remediate changes nothing"
 
         assert {name: host(name).check_output(CANARIES) for name in NODES} == before_canaries
