@@ -541,6 +541,21 @@ def _flannel_recreate(ctx, saved, link):
            "link set flannel.1 up")
     ctx.restore_sysctls(saved["sysctls"])
     _flannel_entries(ctx, saved)
+    _wait("flannel.1's IPv6 link-local address", lambda: _link_local_settled(ctx, "flannel.1"))
+
+
+def _link_local_settled(ctx, dev):
+    """Whether a link that just came up has its IPv6 link-local address past duplicate address detection
+    (about a second after `up`), with its local route: until then the node's routes differ from before.
+    True at once where IPv6 is off on the link."""
+    out = ctx.sh("sh", "-c", f"cat /proc/sys/net/ipv6/conf/{dev}/disable_ipv6 2>/dev/null || echo 1; "
+                             f"ip -6 -o addr show dev {dev} scope link; ip -6 route show table local dev {dev}").stdout
+    lines = out.splitlines()
+    if not lines or lines[0].strip() != "0":
+        return True
+    addrs = [line for line in lines[1:] if " inet6 fe80:" in line]
+    return bool(addrs) and not any("tentative" in line for line in addrs) and any(
+        line.startswith("local fe80:") for line in lines[1:])
 
 
 def _flannel_setting(field, value):
