@@ -27,7 +27,8 @@ from lab import dataplane, topology
 from lab.inventory import load_cluster
 from lab.sh import LabError, in_node, ip_batch, node_path
 from netmend.flannel import MASQ_CHAIN as FLANNEL_CHAIN
-from netmend.kubeproxy import endpoint_chain, service_chain
+from netmend.kubeproxy import NFTABLES_TABLE, endpoint_chain, service_chain
+from netmend.proxymode import parse_nft_tables
 
 STATE = topology.RUN / "faults.json"
 SAVE_DIR = "/var/lib/netmend-lab/faults"  # inside the node: what a fault moved out of the way
@@ -743,8 +744,8 @@ table ip6 kube-proxy {{
 
 
 def _kube_proxy_tables(ctx):
-    out = ctx.sh("nft", "list", "tables").stdout.splitlines()
-    return [line.split()[1] for line in out if line.split()[2:] == ["kube-proxy"]]
+    """The families of the node's kube-proxy nft tables."""
+    return [fam for fam, name in parse_nft_tables(ctx.sh("nft", "list", "tables").stdout) if name == NFTABLES_TABLE]
 
 
 def nftables_leftovers_inject(ctx):
@@ -755,7 +756,7 @@ def nftables_leftovers_inject(ctx):
 
 def nftables_leftovers_recover(ctx):
     for family in _kube_proxy_tables(ctx):
-        ctx.sh("nft", "delete", "table", family, "kube-proxy")
+        ctx.sh("nft", "delete", "table", family, NFTABLES_TABLE)
 
 
 # --------------------------------------------------------------------------- the catalog

@@ -46,15 +46,19 @@ def playbook(*args, check=True, name="site.yml", timeout=300):
     return proc
 
 
+def _probe_records():
+    """The JSON records of one run of every lab probe."""
+    return json.loads(lab_cli("probe", "--json", check=False).stdout)["results"]
+
+
 def failing_probes():
     """The lab probes that did not pass, as their JSON records."""
-    report = json.loads(lab_cli("probe", "--json", check=False).stdout)
-    return [r for r in report["results"] if not r["pass"]]
+    return [r for r in _probe_records() if not r["pass"]]
 
 
 def probe_results():
     """{probe id: passed} of one run of every lab probe."""
-    return {r["id"]: r["pass"] for r in json.loads(lab_cli("probe", "--json", check=False).stdout)["results"]}
+    return {r["id"]: r["pass"] for r in _probe_records()}
 
 
 def settled_failures(results, expected=frozenset()):

@@ -800,8 +800,8 @@ def _check_proxy_mode(a):
     mode = (a.want.get("kube_proxy") or {}).get("mode")
     snap = a.state.get("proxy")
     if mode is None or snap is None:
-        a.skip("kube-proxy-mode", "no kube-proxy mode configured" if mode is None else
-               a.state.get("proxy_error", "kube-proxy's state was not read"))
+        why = "no kube-proxy mode configured" if mode is None else "kube-proxy's state was not read"
+        a.skip("kube-proxy-mode", why)
         return
     try:
         p = proxymode.plan(snap, mode)

@@ -1,4 +1,5 @@
-"""molecule's default scenario on the lab: create, converge site.yml, idempotence, verify, destroy."""
+"""molecule's scenarios on the lab: default (site.yml, idempotence, testinfra and the probes) and remediation
+(the fault matrix), each from create to destroy."""
 
 import os
 import re
@@ -13,41 +14,35 @@ from tests.labutil import ROOT, lab_cli
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
 
-def test_molecule_default_scenario():
+def molecule_test(scenario, steps, timeout):
+    """`molecule test -s SCENARIO` on the lab; asserts every step ran and destroy took the lab down, and
+    returns how many verifier tests passed. A lab that was up before is brought up again."""
     was_up = topology.load_state() is not None
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "PY_COLORS": "0",
            "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1"}
     try:
-        proc = subprocess.run(["molecule", "test"], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=900, check=False)
+        proc = subprocess.run(["molecule", "test", "-s", scenario], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
         out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out[-5000:]
-        for step in ("create", "converge", "idempotence", "verify", "destroy"):
+        assert proc.returncode == 0, out[-6000:]
+        for step in steps:
             assert re.search(rf"{step}\S*: Executed: Successful", out), f"{step} did not run:\n{out[-3000:]}"
         match = re.search(r"(\d+) passed", out)
-        assert match and int(match.group(1)) >= 10, out[-3000:]
+        assert match, out[-3000:]
         assert topology.load_state() is None, "destroy tears the lab down"
+        return int(match.group(1))
     finally:
         if was_up:
             lab_cli("up")
+
+
+def test_molecule_default_scenario():
+    passed = molecule_test("default", ("create", "converge", "idempotence", "verify", "destroy"), timeout=900)
+    assert passed >= 10
 
 
 def test_molecule_remediation_scenario_runs_the_fault_matrix():
     """create, prepare (site.yml and the operator's canaries), converge (remediate.yml on a healthy lab:
     nothing to fix), idempotence, verify (every fault alone and in combinations), destroy."""
-    was_up = topology.load_state() is not None
-    env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "PY_COLORS": "0",
-           "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1"}
-    try:
-        proc = subprocess.run(["molecule", "test", "-s", "remediation"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=2400, check=False)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out[-6000:]
-        for step in ("create", "prepare", "converge", "idempotence", "verify", "destroy"):
-            assert re.search(rf"{step}\S*: Executed: Successful", out), f"{step} did not run:\n{out[-3000:]}"
-        match = re.search(r"(\d+) passed", out)
-        assert match and int(match.group(1)) == len(FAULTS) + 2, out[-3000:]  # every fault alone, 2 combinations
-        assert topology.load_state() is None, "destroy tears the lab down"
-    finally:
-        if was_up:
-            lab_cli("up")
+    steps = ("create", "prepare", "converge", "idempotence", "verify", "destroy")
+    assert molecule_test("remediation", steps, timeout=2400) == len(FAULTS) + 2  # every fault alone, 2 combinations

@@ -818,16 +818,14 @@ def test_iptables_leftovers_next_to_a_running_nftables_mode_go_and_the_rest_stay
     after = restore_noflush(before, action.payload)
     left = {c for t in after.values() for c in t.policies}
     assert not {c for c in left if c.startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-NODEPORTS", "KUBE-SERVICES"))}
-    kept = {c for t in before.values() for c in t.policies if not c.startswith("KUBE-") or c in KUBELET_KEEP}
+    kept = {c for name, t in before.items() for c in t.policies
+            if not c.startswith("KUBE-") or c in kubeproxy.KUBELET_CHAINS.get(name, ())}
     assert kept <= left  # flannel's, netmend's, kubelet's and the built-in chains
     removed = {c for t in before.values() for c in t.policies} - left
     for name, table in before.items():  # every other rule stays: only jumps into removed chains go
         for chain, line in table.rules:
             if chain in left and rule_target(line) not in removed:
                 assert line in after[name].chain_rules(chain), line
-
-
-KUBELET_KEEP = {"KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-MARK-DROP", "KUBE-IPTABLES-HINT"}
 
 
 def test_ipvs_leftovers_are_removed_in_order_servers_link_then_sets():
