@@ -106,7 +106,8 @@ def _faults_command(args):
 def _faults_text(rows):
     lines = []
     for row in rows:
-        lines.append(f"{row['name']}  (node {row['node']}, finding {row['finding']})")
+        also = "".join(f", {fid}" for fid in row["also"])
+        lines.append(f"{row['name']}  (node {row['node']}, finding {row['finding']}{also})")
         lines.append(f"    {row['description']}")
         lines.append("    breaks: " + (" ".join(row["breaks"]) or f"no probe: {row['quiet']}"))
     return "\n".join(lines)

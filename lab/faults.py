@@ -27,7 +27,7 @@ from lab import dataplane, topology
 from lab.inventory import load_cluster
 from lab.sh import LabError, in_node, ip_batch, node_path
 from netmend.flannel import MASQ_CHAIN as FLANNEL_CHAIN
-from netmend.kubeproxy import NFTABLES_TABLE, endpoint_chain, service_chain
+from netmend.kubeproxy import NFTABLES_TABLE, endpoint_chain, endpoint_rules, service_chain
 from netmend.proxymode import parse_nft_tables
 
 STATE = topology.RUN / "faults.json"
@@ -292,20 +292,19 @@ def _old_ip(ip):
 
 def _retarget(lines, names):
     """kube-proxy's lines with the service port's current endpoint replaced by the old one (chain names
-    included). names: (KUBE-SVC chain, current KUBE-SEP chain, old KUBE-SEP chain, current ip:port, old ip:port)."""
+    included), in kube-proxy's own grammar (netmend.kubeproxy). names: (KUBE-SVC chain, current KUBE-SEP
+    chain, old KUBE-SEP chain, current ip:port, old ip:port, protocol)."""
     return [_retarget_line(line, *names) for line in lines]
 
 
-def _retarget_line(line, svc_chain, cur_sep, old_sep, cur_ep, old_ep):  # noqa: PLR0913, PLR0917
-    cur_ip, old_ip = cur_ep.split(":")[0], old_ep.split(":")[0]
+def _retarget_line(line, svc_chain, cur_sep, old_sep, cur_ep, old_ep, protocol):  # noqa: PLR0913, PLR0917
     if line == f":{cur_sep} - [0:0]":
         return f":{old_sep} - [0:0]"
     if line.startswith(f"-A {svc_chain} ") and line.endswith(f"-j {cur_sep}"):
         return line[:-len(cur_sep)] + old_sep
-    if line.startswith(f"-A {cur_sep} "):
-        line = line.replace(f"-A {cur_sep} ", f"-A {old_sep} ", 1)
-        return line.replace(f"-s {cur_ip}/32 ", f"-s {old_ip}/32 ").replace(
-            f"--to-destination {cur_ep}", f"--to-destination {old_ep}")
+    written = endpoint_rules(cur_sep, cur_ep, protocol)
+    if line in written:
+        return endpoint_rules(old_sep, old_ep, protocol)[written.index(line)]
     return line
 
 
@@ -319,10 +318,10 @@ def _stale_dnat(service_name):
         cur = endpoints[0]
         old = f"{_old_ip(cur.split(':')[0])}:{cur.split(':')[1]}"
         args = (svc.namespace, svc.name, port.name, port.protocol)
-        return (service_chain(*args), endpoint_chain(*args, cur), endpoint_chain(*args, old), cur, old)
+        return (service_chain(*args), endpoint_chain(*args, cur), endpoint_chain(*args, old), cur, old, port.protocol)
 
     def inject(ctx):
-        svc_chain, cur_sep, old_sep, cur, old = chains(ctx)
+        svc_chain, cur_sep, old_sep, cur, old, protocol = chains(ctx)
         nat = ctx.save("nat")
         svc_lines, sep_lines = _chain_lines(nat, svc_chain), _chain_lines(nat, cur_sep)
         if not sep_lines or not any(line.endswith(f"-j {cur_sep}") for line in svc_lines):
@@ -332,7 +331,7 @@ def _stale_dnat(service_name):
                           chains=[svc_chain, cur_sep, old_sep], endpoints=[cur, old])
         # The stand-in's rules file first: a resync (after a flush) keeps the stale endpoint, as a kube-proxy
         # that missed the endpoint update would.
-        names = (svc_chain, cur_sep, old_sep, cur, old)
+        names = (svc_chain, cur_sep, old_sep, cur, old, protocol)
         ctx.write(dataplane.RULES, "\n".join(_retarget(ctx.record["rules_file"].split("\n"), names)))
         ctx.restore("\n".join([
             "*nat", f":{svc_chain} - [0:0]", f":{old_sep} - [0:0]", f":{cur_sep} - [0:0]",
@@ -776,6 +775,12 @@ class Fault:
     # takes matching IDs out again.
     breaks: tuple = ()
     quiet: str = ""  # why it breaks no probe (when breaks is empty)
+    also: tuple = ()  # further finding IDs the fault's state carries (measured), reported beside `finding`
+
+    @property
+    def findings(self):
+        """Every finding ID the audit must report for this fault on its node."""
+        return (self.finding, *self.also)
 
     def patterns(self, cluster, node):
         values = _placeholders(cluster, node)
@@ -802,7 +807,7 @@ def _placeholders(cluster, node):
 
 def _fault(name, node, finding, description, pair, **more):
     return Fault(name, node, finding, description, pair[0], pair[1], tuple(more.get("breaks", ())),
-                 more.get("quiet", ""))
+                 more.get("quiet", ""), tuple(more.get("also", ())))
 
 
 # Probe patterns shared by several faults (see Fault.breaks), measured on w1.
@@ -848,7 +853,8 @@ FAULTS = (
                    "!clusterip:{pod}->default/hello-world-single:*", "clusterip:*->default/hello-hostnet:*",
                    "!clusterip:{pod}->default/hello-hostnet:*", "hostnet-dns:*:ClusterFirstWithHostNet:*",
                    "nodeport:outside->*", "!nodeport:outside->{node}:30002", "!nodeport:outside->{node}:30003",
-                   "pod-dns:{pod}:*", "pod-dns-fixed-port:{pod}")),
+                   "pod-dns:{pod}:*", "pod-dns-fixed-port:{pod}"),
+           also=("FORWARD-ACCEPTS-MISSING",)),
     _fault("forward-drop", "w1", "FORWARD-POLICY-DROP",
            "the filter FORWARD policy is DROP (Docker sets it at start) and netmend's NETMEND-FORWARD jump is gone, "
            "as after a reboot that lost it (seed 000 section 4)",
@@ -993,7 +999,7 @@ def inject(name, node=None, log=print):
     entry = {"name": name, "node": node, "since": datetime.now(UTC).isoformat(timespec="seconds"),
              "record": ctx.record}
     _store([*active, entry])
-    log(f"lab: injected {name} on {node} (expect finding {fault.finding})")
+    log(f"lab: injected {name} on {node} (expect finding {', '.join(fault.findings)})")
     return entry
 
 
@@ -1030,6 +1036,7 @@ def catalog(inventory):
     rows = []
     for f in FAULTS:
         known = f.node in {n.name for n in cluster.nodes}
-        rows.append({"name": f.name, "node": f.node, "finding": f.finding, "description": f.description,
+        rows.append({"name": f.name, "node": f.node, "finding": f.finding, "also": list(f.also),
+                     "description": f.description,
                      "breaks": f.patterns(cluster, f.node) if known else list(f.breaks), "quiet": f.quiet})
     return rows

@@ -14,16 +14,23 @@ It models the seeds' era: no KUBE-FORWARD chain (netmend's FORWARD role adds the
 """
 
 from netmend.flannel import MASQ_CHAIN, MASQ_JUMP, masquerade_rules
-from netmend.kubeproxy import endpoint_chain, probability, service_chain, service_port_name
+from netmend.kubeproxy import (
+    MARK_DROP,
+    POSTROUTING_JUMP,
+    endpoint_chain,
+    endpoint_rules,
+    masq_chain_rules,
+    service_chain,
+    service_port_name,
+    statistic,
+)
 
-MARK_MASQ = "0x4000"
-MARK_DROP = "0x8000"
 PORTALS = '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
 FILTER_JUMPS = [f"-A {chain} -m conntrack --ctstate NEW {PORTALS}" for chain in ("INPUT", "FORWARD", "OUTPUT")]
 NAT_JUMPS = [
     f"-A PREROUTING {PORTALS}",
     f"-A OUTPUT {PORTALS}",
-    '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    POSTROUTING_JUMP,
 ]
 NAT_CHAINS = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-MARK-DROP"]
 
@@ -73,11 +80,8 @@ def _service_rules(cluster, svc, port):
     for i, endpoint in enumerate(endpoints):
         sep = endpoint_chain(svc.namespace, svc.name, port.name, port.protocol, endpoint)
         chains.append(sep)
-        p = probability(i, len(endpoints))
-        statistic = f"-m statistic --mode random --probability {p} " if p else ""
-        nat["KUBE-SVC"].append(f"-A {svc_chain} {statistic}-j {sep}")
-        nat["KUBE-SEP"] += [f"-A {sep} -s {endpoint.split(':')[0]}/32 -j KUBE-MARK-MASQ",
-                            f"-A {sep} -p {proto} -m {proto} -j DNAT --to-destination {endpoint}"]
+        nat["KUBE-SVC"].append(f"-A {svc_chain} {statistic(i, len(endpoints))}-j {sep}")
+        nat["KUBE-SEP"] += endpoint_rules(sep, endpoint, port.protocol)
     return [], nat, chains
 
 
@@ -103,11 +107,7 @@ def render_rules(cluster, node, existing_save=""):
     lines += [f":{chain} - [0:0]" for chain in NAT_CHAINS + chains + orphans]
     lines += _missing(NAT_JUMPS, existing_save, "nat")
     lines += [
-        f"-A KUBE-POSTROUTING -m mark ! --mark {MARK_MASQ}/{MARK_MASQ} -j RETURN",
-        f"-A KUBE-POSTROUTING -j MARK --set-xmark {MARK_MASQ}/0x0",
-        ('-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
-         "-j MASQUERADE --random-fully"),
-        f"-A KUBE-MARK-MASQ -j MARK --set-xmark {MARK_MASQ}/{MARK_MASQ}",
+        *(rule for rules in masq_chain_rules().values() for rule in rules),
         f"-A KUBE-MARK-DROP -j MARK --set-xmark {MARK_DROP}/{MARK_DROP}",
         *nat["KUBE-SERVICES"], *nat["KUBE-NODEPORTS"], *nat["KUBE-SVC"], *nat["KUBE-SEP"],
         *(f"-X {chain}" for chain in orphans),

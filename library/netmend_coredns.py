@@ -54,12 +54,16 @@ options:
     description: Keep a copy of a file before rewriting it.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: linux
   check_mode:
     support: full
   diff_mode:
     support: full
-author: netmend
+author: netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -107,7 +111,7 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.coredns import (
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.coredns import (
     DEFAULT_RESOLV_CONF,
     MAX_CONCURRENT,
     configmap,
@@ -115,8 +119,8 @@ from ansible.module_utils.netmend.coredns import (
     render_corefile,
     root_settings,
 )
-from ansible.module_utils.netmend.errors import ProblemsError
-from ansible.module_utils.netmend.files import file_change, replace_file
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import file_change, replace_file
 
 FILE_MODE = 0o644
 # The option and role variable behind each field of the core's errors, so that a failure names what

@@ -68,7 +68,11 @@ options:
     description: Keep a copy of a file before rewriting it (its name does not end in C(.conf), so the kubelet skips it).
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: linux
   check_mode:
     support: full
   diff_mode:
@@ -76,7 +80,7 @@ attributes:
 notes:
   - A kubelet reads its configuration when it starts; restart it after a change (the dns role does
     when the kubelet runs under systemd). Pods keep the resolv.conf they were created with.
-author: netmend
+author: netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -153,9 +157,9 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.errors import ProblemsError
-from ansible.module_utils.netmend.files import file_change, read_text, replace_file
-from ansible.module_utils.netmend.resolvconf import (
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import file_change, read_text, replace_file
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.resolvconf import (
     ETC_RESOLV_CONF,
     KUBELET_DROPIN,
     MAX_NDOTS,

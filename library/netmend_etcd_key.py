@@ -56,7 +56,7 @@ notes:
   - Uses C(ETCDCTL_API=3); etcd 3.4 and later default to it.
   - An unreachable etcd or a failing command fails the task with etcdctl's message and the endpoints.
 author:
-  - netmend
+  - netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -94,7 +94,11 @@ import json
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.flannel import FlannelError, etcdctl_argv, parse_etcdctl_get
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.flannel import (
+    FlannelError,
+    etcdctl_argv,
+    parse_etcdctl_get,
+)
 
 KEY = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 ENDPOINT = re.compile(r"^https?://[^\s,/]+(:[0-9]{1,5})?/?$")
@@ -174,7 +178,7 @@ class EtcdKey:
 def main():
     module = AnsibleModule(
         argument_spec={
-            "key": {"type": "str", "required": True},
+            "key": {"type": "str", "required": True, "no_log": False},  # a key name, not a secret
             "value": {"type": "raw", "required": True},
             "endpoints": {"type": "list", "elements": "str", "default": ["http://127.0.0.1:2379"]},
             "ca_file": {"type": "path"},

@@ -11,7 +11,7 @@ description:
     (C(cni0), C(flannel.1)) and the pod and service CIDRs to a trusted zone.
   - Only what netmend added is ever removed (recorded in C(state_file)); the operator's own services,
     ports, interfaces and rules stay as they are.
-  - Runtime and permanent configurations are changed separately, never with C(firewall-cmd --reload):
+  - Runtime and permanent configurations are changed separately, never with C(firewall-cmd --reload);
     a reload flushes every iptables rule on the node (firewalld 1.3 does), kube-proxy's and flannel's
     included, until they resync.
   - firewalld must be running (the firewall role starts it first).
@@ -47,12 +47,16 @@ options:
     description: Where netmend records what it added.
     type: path
     default: /var/lib/netmend/firewalld.json
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: linux
   check_mode:
     support: full
   diff_mode:
     support: full
-author: netmend
+author: netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -79,8 +83,13 @@ commands:
 import json  # noqa: E402 - Ansible modules put DOCUMENTATION first
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.netmend.files import read_text, write_atomic  # noqa: E402
-from ansible.module_utils.netmend.firewalld import FirewalldError, check_want, load_owned, reconcile  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import read_text, write_atomic  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.firewalld import (  # noqa: E402
+    FirewalldError,
+    check_want,
+    load_owned,
+    reconcile,
+)
 
 
 def main():

@@ -18,7 +18,7 @@ description:
   - The ConfigMap holds the node files byte for byte, so the DaemonSet's install-cni container writes
     the same conflist and a later run reports no change. The pod template carries a hash of the
     ConfigMap data, so a config change rolls the DaemonSet.
-  - Returns the rendered documents (O(manifests) for C(kubernetes.core.k8s), C(net_conf) for the etcd
+  - Returns the rendered documents (RV(manifests) for C(kubernetes.core.k8s), C(net_conf) for the etcd
     store) in every mode, check mode included.
 options:
   pod_cidr:
@@ -151,7 +151,7 @@ notes:
     when any setting is bad.
   - Files that are symlinks or not regular files are refused rather than replaced.
 author:
-  - netmend
+  - netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -207,8 +207,8 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.files import read_text, write_atomic
-from ansible.module_utils.netmend.flannel import (
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import read_text, write_atomic
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.flannel import (
     CNI_CONF_PATH,
     CNI_PLUGIN_IMAGE,
     CNI_PLUGIN_IMAGE_TAG,
@@ -362,7 +362,7 @@ def main():
             "etcd_prefix": {"type": "str", "default": ETCD_PREFIX},
             "etcd_cafile": {"type": "str", "default": ""},
             "etcd_certfile": {"type": "str", "default": ""},
-            "etcd_keyfile": {"type": "str", "default": ""},
+            "etcd_keyfile": {"type": "str", "default": "", "no_log": False},  # a path, not a secret
             "namespace": {"type": "str", "default": NAMESPACE},
             "image": {"type": "str", "default": IMAGE},
             "image_tag": {"type": "str", "default": IMAGE_TAG},

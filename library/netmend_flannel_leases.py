@@ -32,12 +32,16 @@ options:
     description: Seconds for etcdctl to connect and answer.
     type: int
     default: 5
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: linux
   check_mode:
     support: full
   diff_mode:
     support: none
-author: netmend
+author: netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -57,7 +61,11 @@ leases:
 import re  # noqa: E402 - Ansible modules put DOCUMENTATION first
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.netmend.flannel import FlannelError, etcdctl_argv, parse_etcd_leases  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.flannel import (  # noqa: E402
+    FlannelError,
+    etcdctl_argv,
+    parse_etcd_leases,
+)
 
 PREFIX = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 ENDPOINT = re.compile(r"^https?://[^\s,/]+(:[0-9]{1,5})?/?$")

@@ -10,7 +10,7 @@ description:
     pod-to-outside traffic and NodePorts whose endpoint is on another node are dropped
     (seed 000 section 4).
   - C(accept_pod_cidr) keeps netmend's own chain C(NETMEND-FORWARD) with one jump to it at the top of
-    FORWARD. It accepts what kube-proxy's KUBE-FORWARD and flannel's FLANNEL-FWD accept: traffic from and
+    FORWARD. It accepts what kube-proxy's KUBE-FORWARD and flannel's FLANNEL-FWD accept; traffic from and
     to the pod CIDR, packets carrying kube-proxy's masquerade mark 0x4000 (a NodePort whose endpoint is
     on another node, hostNetwork endpoints included) and established replies. The policy is left as it is.
   - C(policy_accept) sets the FORWARD policy to ACCEPT (the seeds' C(iptables -P FORWARD ACCEPT)).
@@ -30,12 +30,16 @@ options:
     description: netmend's own chain; must start with C(NETMEND-).
     type: str
     default: NETMEND-FORWARD
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: linux
   check_mode:
     support: full
   diff_mode:
     support: full
-author: netmend
+author: netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -67,28 +71,14 @@ rules:
   returned: always
 """
 
-import ipaddress  # noqa: E402 - Ansible modules put DOCUMENTATION first
-
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.netmend.iptables import (  # noqa: E402
-    IptablesSaveError,
-    Table,
-    parse_save,
-    parse_version,
-    restore_payload,
-)
-from ansible.module_utils.netmend.iptables import forward_accept_rules as desired  # noqa: E402
-
-LOCK_WAIT = "5"
-MAX_CHAIN = 28  # iptables chain names are at most 28 characters
-
-
-def view(table, chain):
-    """The text a person compares: FORWARD's policy and rules, and netmend's chain."""
-    lines = [f":FORWARD {table.policies.get('FORWARD', 'ACCEPT')}", *table.chain_rules("FORWARD")]
-    if chain in table.policies:
-        lines += [f":{chain} -", *table.chain_rules(chain)]
-    return "\n".join(lines) + "\n"
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - Ansible modules put DOCUMENTATION first
+from ansible.module_utils.netmend.checks import audit  # noqa: E402
+from ansible.module_utils.netmend.checks.forward import DEFAULT_FILTER, view  # noqa: E402
+from ansible.module_utils.netmend.errors import ProblemsError  # noqa: E402
+from ansible.module_utils.netmend.iptables import IptablesSaveError, Table, parse_save, parse_version  # noqa: E402
+from ansible.module_utils.netmend.modulehost import ModuleHost  # noqa: E402
+from ansible.module_utils.netmend.plan import ExecutionError, execute  # noqa: E402
+from ansible.module_utils.netmend.want import check_forward  # noqa: E402
 
 
 def main():
@@ -101,56 +91,40 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    # The audit's want, reduced to what the forward check reads: the same judge for both.
+    want = {"node": "this node", "pod_cidr": p["pod_cidr"], "forward": {"mode": p["mode"], "chain": p["chain"]}}
     try:
-        cidr = str(ipaddress.ip_network(p["pod_cidr"], strict=True))
-    except ValueError:
-        module.fail_json(msg=f"pod_cidr: {p['pod_cidr']!r} is not a network in CIDR form such as 10.244.0.0/16")
-    if not p["chain"].startswith("NETMEND-") or len(p["chain"]) > MAX_CHAIN:
-        module.fail_json(msg=f"chain: {p['chain']!r} must start with NETMEND- and be at most 28 characters")
-    env = {"LC_ALL": "C"}
-    iptables = module.get_bin_path("iptables", required=True)
-    save_bin = module.get_bin_path("iptables-save", required=True)
-    restore_bin = module.get_bin_path("iptables-restore", required=True)
-    _rc, out, _err = module.run_command([iptables, "-V"], environ_update=env)
+        check_forward(want)
+    except ProblemsError as exc:
+        module.fail_json(msg="; ".join(f"{f.rpartition('.')[2]}: {m}" for f, m in exc.problems))
+    for tool in ("iptables", "iptables-save", "iptables-restore"):
+        module.get_bin_path(tool, required=True)
+    host = ModuleHost(module)
+    _rc, out, _err = host.run(["iptables", "-V"])
     try:
         _, backend = parse_version(out)
-        _rc, out, _err = module.run_command([save_bin, "-t", "filter"], check_rc=True, environ_update=env)
-        table = parse_save(out).get("filter") or Table("filter", {"INPUT": "ACCEPT", "FORWARD": "ACCEPT",
-                                                                   "OUTPUT": "ACCEPT"})
+        _rc, out, err = host.run(["iptables-save", "-t", "filter"])
+        if _rc != 0:
+            module.fail_json(msg=f"iptables-save -t filter failed: {(err or out).strip()}")
+        table = parse_save(out).get("filter") or Table("filter", dict(DEFAULT_FILTER))
     except IptablesSaveError as exc:
         module.fail_json(msg=f"cannot read the filter table: {exc}")
-
+    result = audit({"iptables": {"filter": table}}, want, ["forward"])
+    actions = result.actions
     before = view(table, p["chain"])
-    after_table = Table("filter", dict(table.policies), list(table.rules))
-    commands = []
-    if p["mode"] == "policy_accept":
-        if table.policies.get("FORWARD", "ACCEPT") != "ACCEPT":
-            after_table.policies["FORWARD"] = "ACCEPT"
-            commands.append(("cmd", [iptables, "-w", LOCK_WAIT, "-P", "FORWARD", "ACCEPT"]))
-    else:
-        rules, jump = desired(p["chain"], cidr)
-        chain_ok = p["chain"] in table.policies and table.chain_rules(p["chain"]) == rules
-        jump_ok = jump in table.chain_rules("FORWARD")
-        if not (chain_ok and jump_ok):
-            payload = restore_payload("filter", {p["chain"]: rules}, [jump], table)
-            commands.append(("restore", payload))
-            after_table.policies[p["chain"]] = "-"
-            after_table.rules = [r for r in after_table.rules if r[0] != p["chain"]]
-            if not jump_ok:
-                after_table.rules.insert(0, ("FORWARD", jump))
-            after_table.rules += [(p["chain"], r) for r in rules]
-    after = view(after_table, p["chain"])
-    changed = bool(commands)
-    if changed and not module.check_mode:
-        for kind, what in commands:
-            if kind == "cmd":
-                module.run_command(what, check_rc=True, environ_update=env)
-            else:
-                module.run_command([restore_bin, "-w", LOCK_WAIT, "--noflush"], data=what, binary_data=True,
-                                   check_rc=True, environ_update=env)
-    module.exit_json(changed=changed, backend=backend, policy=after_table.policies.get("FORWARD", "ACCEPT"),
-                     rules=after_table.chain_rules(p["chain"]),
-                     diff={"before": before, "after": after, "before_header": "iptables filter (before)",
+    after_text = actions[0].after if actions else before
+    if actions and not module.check_mode:
+        try:
+            execute(actions, host)
+        except ExecutionError as exc:
+            module.fail_json(msg=str(exc))
+    if result.skipped:
+        module.fail_json(msg="; ".join(f"{c}: {why}" for c, why in result.skipped))
+    policy = "ACCEPT" if p["mode"] == "policy_accept" else table.policies.get("FORWARD", "ACCEPT")
+    rules = [line for line in after_text.splitlines() if line.startswith(f"-A {p['chain']} ")]
+    module.exit_json(changed=bool(actions), backend=backend, policy=policy, rules=rules,
+                     findings=[f.id for f in result.findings],
+                     diff={"before": before, "after": after_text, "before_header": "iptables filter (before)",
                            "after_header": "iptables filter (after)"})
 
 

@@ -55,7 +55,7 @@ notes:
     loads them at boot. On a kernel without C(/lib/modules), systemd-modules-load logs
     C(Failed to find module) for each of them and reports a failure, although they are there.
 author:
-  - netmend
+  - netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -127,8 +127,8 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.files import write_atomic
-from ansible.module_utils.netmend.kmod import (
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import write_atomic
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.kmod import (
     DEFAULT_LOAD_FILE,
     MODULE_NAME,
     FileProbe,

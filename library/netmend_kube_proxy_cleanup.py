@@ -45,7 +45,11 @@ options:
     description: Keep a copy of O(state_file) before rewriting it.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: linux
   check_mode:
     support: full
   diff_mode:
@@ -56,7 +60,7 @@ notes:
   - Run it after kube-proxy runs in the new mode (or is stopped). A kube-proxy still running in the old
     mode writes its rules back; the next run reports them as leftovers.
 author:
-  - netmend
+  - netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -143,10 +147,10 @@ backup_file:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.files import write_atomic
-from ansible.module_utils.netmend.iptables import IptablesSaveError, parse_version
-from ansible.module_utils.netmend.kmod import PROXY_MODES
-from ansible.module_utils.netmend.proxymode import (
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import write_atomic
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.iptables import IptablesSaveError, parse_version
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.kmod import PROXY_MODES
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.proxymode import (
     FAMILIES,
     TOOLS,
     StateError,

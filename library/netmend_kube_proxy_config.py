@@ -78,13 +78,17 @@ options:
     description: Keep a copy of a file before replacing it.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: linux
   check_mode:
     support: full
   diff_mode:
     support: full
 author:
-  - netmend
+  - netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -125,10 +129,16 @@ backup_files:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.errors import ProblemsError
-from ansible.module_utils.netmend.files import file_change, replace_file
-from ansible.module_utils.netmend.kmod import IPVS_SCHEDULERS, PROXY_MODES
-from ansible.module_utils.netmend.proxyconfig import CONFIG_FILE, CONFIGMAP_FILE, DEFAULTS, render, validate
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import file_change, replace_file
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.kmod import IPVS_SCHEDULERS, PROXY_MODES
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.proxyconfig import (
+    CONFIG_FILE,
+    CONFIGMAP_FILE,
+    DEFAULTS,
+    render,
+    validate,
+)
 
 FILE_MODE = 0o644
 

@@ -66,7 +66,7 @@ notes:
     are restored and the file is left alone.
   - Malformed lines in the scanned files are reported as warnings (they are skipped at boot too).
 author:
-  - netmend
+  - netmend maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -164,8 +164,8 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.netmend.files import write_atomic
-from ansible.module_utils.netmend.sysctl import (
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import write_atomic
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.sysctl import (
     CONF_SUFFIX,
     DEFAULT_PATH,
     ETC_SYSCTL_CONF,

@@ -44,6 +44,23 @@ class Finding:
             raise ProblemsError(problems)
 
 
+@dataclass(frozen=True)
+class Spec:
+    """A kind of finding, as the check that reports it declares it: the stable ID, its severity and
+    component, and its page. The catalog (netmend.checks.CATALOG) is every check's specs."""
+
+    id: str
+    severity: str
+    component: str
+
+    def __post_init__(self):
+        Finding(self.id, self.severity, "catalog", self.component, "", "", "", "")  # the same rules as a finding
+
+    @property
+    def doc(self):
+        return f"docs/findings/{self.id}.md"
+
+
 def rank(severity):
     """The order of a severity: info 0 ... critical 3."""
     if severity not in SEVERITIES:

@@ -396,7 +396,7 @@ def modules_for(proxy_mode, ipvs_scheduler=DEFAULT_IPVS_SCHEDULER, extras=()):
     if scheduler not in IPVS_SCHEDULERS:
         problems.append(f"ipvs_scheduler {ipvs_scheduler!r} is not accepted; choose one of: "
                         f"{', '.join(IPVS_SCHEDULERS)}")
-    if isinstance(extras, str) or not isinstance(extras, list | tuple):
+    if isinstance(extras, str) or not isinstance(extras, (list, tuple)):
         problems.append(f"extras {extras!r} must be a list of module names")
         extras = ()
     problems += _bad_names(extras, "extras")

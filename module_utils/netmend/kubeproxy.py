@@ -5,6 +5,8 @@ Stdlib only: used by the audit, the roles and the lab, which emulates kube-proxy
 
 import base64
 import hashlib
+import ipaddress
+import re
 
 # The statistic match keeps the probability as a 31-bit fixed-point number (libxt_statistic:
 # lround(0x80000000 * p)) and iptables-save prints it back with "%.11f".
@@ -104,3 +106,64 @@ def mode_chains(mode, table, existing=()):
     if mode == "ipvs":
         return set(IPVS_MODE_CHAINS.get(table, ()))
     return set()
+
+
+# kube-proxy's iptables-mode rule grammar: the lines it writes, as `iptables-save` prints them back.
+# The audit parses and repairs with these; the lab's kube-proxy stand-in and its faults write with them.
+
+MARK_MASQ = "0x4000"  # masqueradeBit 14, kube-proxy's default
+MARK_DROP = "0x8000"
+POSTROUTING_JUMP = '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING'
+_DNAT = re.compile(r"(?:^|\s)--to-destination\s+(\S+)")
+_STATISTIC = re.compile(r" -m statistic --mode random --probability \S+")
+
+
+def masq_chain_rules():
+    """{chain: rules} of KUBE-MARK-MASQ and KUBE-POSTROUTING as kube-proxy writes them (syncProxyRules):
+    services mark packets that need SNAT, and POSTROUTING masquerades exactly the marked ones."""
+    return {
+        "KUBE-POSTROUTING": [
+            f"-A KUBE-POSTROUTING -m mark ! --mark {MARK_MASQ}/{MARK_MASQ} -j RETURN",
+            f"-A KUBE-POSTROUTING -j MARK --set-xmark {MARK_MASQ}/0x0",
+            ('-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+             "-j MASQUERADE --random-fully"),
+        ],
+        "KUBE-MARK-MASQ": [f"-A KUBE-MARK-MASQ -j MARK --set-xmark {MARK_MASQ}/{MARK_MASQ}"],
+    }
+
+
+def statistic(i, n):
+    """The statistic match of the i-th of n endpoint jumps ("" for the last one)."""
+    p = probability(i, n)
+    return f"-m statistic --mode random --probability {p} " if p else ""
+
+
+def endpoint_rules(sep, endpoint, protocol):
+    """A KUBE-SEP chain's rules: hairpin traffic from the endpoint itself is masqueraded, then DNAT."""
+    proto = protocol.lower()
+    return [f"-A {sep} -s {endpoint.rpartition(':')[0]}/32 -j KUBE-MARK-MASQ",
+            f"-A {sep} -p {proto} -m {proto} -j DNAT --to-destination {endpoint}"]
+
+
+def dnat_destination(line):
+    """The `--to-destination` of a rule line, as written (possibly corrupt), or None."""
+    match = _DNAT.search(line)
+    return match.group(1) if match else None
+
+
+def split_endpoint(destination):
+    """"ip:port" (or "[v6]:port") -> (ip, port); ValueError naming the text when it is not one, such as
+    the ":0" kube-proxy wrote in kubernetes issue 114537."""
+    host, sep, port = destination.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ip = str(ipaddress.ip_address(host))
+    except ValueError:
+        ip = None
+    if not sep or ip is None or not port.isdigit() or not 0 < int(port) < 65536:  # noqa: PLR2004
+        raise ValueError(f"{destination!r} is not a DNAT destination ip:port")
+    return ip, int(port)
+
+
+def without_statistic(line):
+    return _STATISTIC.sub("", line)

@@ -201,7 +201,7 @@ def _field_equal(a, b):
 def same_value(a, b):
     """Whether two values are equal field by field (" 1 " == "1", "4096\\t87380" == "4096 87380", "01" == "1")."""
     fa, fb = str(a).split(), str(b).split()
-    return len(fa) == len(fb) and all(_field_equal(x, y) for x, y in zip(fa, fb, strict=True))
+    return len(fa) == len(fb) and all(_field_equal(x, y) for x, y in zip(fa, fb))
 
 
 def conflicts(our_path, wanted, files, dirs=SYSCTL_DIRS, last=(ETC_SYSCTL_CONF,)):

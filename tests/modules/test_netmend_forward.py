@@ -68,3 +68,24 @@ def test_bad_arguments_fail_naming_the_option_and_change_nothing(args, words):
     assert result.get("failed") and words in result["msg"]
     assert proc.stdout.rstrip().endswith("0")
 
+
+
+MARK_RULE = ('-m mark --mark 0x4000/0x4000 -m comment --comment "netmend: pod CIDR forwarding" -j ACCEPT')
+
+
+def test_the_forward_role_and_the_audit_are_one_judge_for_a_chain_that_lost_the_mark_accept():
+    """netmend_forward's result names the audit's finding: the module runs the audit's forward check and
+    applies its plan, so what site.yml repairs is what the audit reports (and nothing it leaves is clean)."""
+    script = (CANARY + f"{module_cmd('netmend_forward', ARGS)}\n"
+              f"iptables -D NETMEND-FORWARD {MARK_RULE}\n"
+              f"{module_cmd('netmend_forward', ARGS, check=True)}\n{module_cmd('netmend_forward', ARGS)}\n"
+              f"{module_cmd('netmend_forward', ARGS)}\n"
+              "iptables -S NETMEND-FORWARD\n")
+    proc = run_in_sandbox(script)
+    assert proc.returncode == 0, proc.stderr
+    first, check, repair, again = results(proc.stdout)
+    assert first["findings"] == ["FORWARD-POLICY-DROP"], "the host's DROP policy and no netmend chain yet"
+    assert check["changed"] and check["findings"] == ["FORWARD-POLICY-DROP"]
+    assert repair["changed"] and repair["findings"] == ["FORWARD-POLICY-DROP"]
+    assert not again["changed"] and again["findings"] == []
+    assert f"-A NETMEND-FORWARD {MARK_RULE}" in proc.stdout

@@ -22,13 +22,13 @@ import pytest
 from netmend import resolvconf, sysctl
 from netmend.kubeproxy import endpoint_chain
 from tests.modules.sandbox import ROOT, can_sandbox, legacy_iptables, module_cmd, result_file, run_in_sandbox
-from tests.unit.test_drift import SYSCTL_FILE, SYSCTLS, lab_want
+from tests.unit.test_audit import SYSCTL_FILE, SYSCTLS, lab_want
 
 pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and `unshare --net --mount`")
 
 FIXTURES = ROOT / "tests" / "fixtures" / "drift"
-CHECKS = ["kernel", "firewall", "forward", "masquerade", "flannel", "kube-proxy", "kube-proxy-mode", "node-dns",
-          "pod-dns", "conntrack"]
+CHECKS = ["kernel", "firewall", "forward", "masquerade", "flannel", "kube-proxy", "kube-proxy-chains",
+          "kube-proxy-mode", "node-dns", "pod-dns", "conntrack"]
 W1_MAC, CP1_MAC, W2_MAC = "22:a6:e6:f2:81:7e", "36:af:94:c6:36:5c", "66:7a:f1:bb:3f:9f"
 RESOLV = "nameserver 127.0.0.1\nsearch lab.example\noptions timeout:1 attempts:1\n"
 POD_RESOLV = resolvconf.pod_resolv_conf("10.96.0.10", "default", "cluster.local", ["lab.example"])
@@ -190,7 +190,7 @@ def test_the_mini_node_audits_clean_and_a_run_changes_nothing(node):
     node.go()
     check, run = node.result("check"), node.result("run")
     assert check["findings"] == [] and not check["changed"], check
-    assert check["skipped_checks"] == [] and len(check["checks"]) == 27  # every ID but COREDNS-LOOPBACK-UPSTREAM's
+    assert check["skipped_checks"] == [] and len(check["checks"]) == 30  # every ID but COREDNS-LOOPBACK-UPSTREAM's
     assert "COREDNS-LOOPBACK-UPSTREAM" not in check["checks"]
     assert run["findings"] == [] and not run["changed"] and run["backups"] == []
     assert node.state("before") == node.state("after")
@@ -203,12 +203,17 @@ def test_the_mini_node_audits_clean_and_a_run_changes_nothing(node):
 POD = "{root}/pods/netcheck-w1/resolv.conf"
 # hello-world-single's endpoint chain as kube-proxy names it for an old pod IP (lab fault stale-dnat-pod).
 STALE_SEP = endpoint_chain("default", "hello-world-single", "", "TCP", "10.244.1.105:8080")
+FORWARD_TAG = "-m comment --comment 'netmend: pod CIDR forwarding'"
 MASQ = '-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" ' \
        "-j MASQUERADE --random-fully"
 # The lab's faults (lab/faults.py), injected with real commands: (name, commands, the finding IDs in check
 # order, the file the fix rewrites).
 FAULTS = [
-    ("forward-drop", "iptables -P FORWARD DROP", "FORWARD-POLICY-DROP", None),
+    ("forward-drop", f"iptables -P FORWARD DROP && iptables -D FORWARD {FORWARD_TAG} -j NETMEND-FORWARD && "
+                     "iptables -F NETMEND-FORWARD && iptables -X NETMEND-FORWARD", "FORWARD-POLICY-DROP", None),
+    # The one-judge case: the forward role repairs a chain that lost the masquerade-mark accept; so does the audit.
+    ("forward-mark-lost", f"iptables -P FORWARD DROP && iptables -D NETMEND-FORWARD -m mark --mark 0x4000/0x4000 "
+                          f"{FORWARD_TAG} -j ACCEPT", "FORWARD-POLICY-DROP", None),
     ("masquerade-missing", f"iptables -t nat -D {MASQ[3:]}", "MASQUERADE-MISSING", None),
     ("stale-dnat-pod",
      "iptables -t nat -F KUBE-SVC-EDVMF3IXK2ZILKRW && iptables -t nat -F KUBE-SEP-HPQWDY4QHTNUGDXX && "
@@ -216,6 +221,13 @@ FAULTS = [
      "iptables -t nat -A {stale} -s 10.244.1.105/32 -j KUBE-MARK-MASQ && "
      "iptables -t nat -A {stale} -p tcp -m tcp -j DNAT --to-destination 10.244.1.105:8080 && "
      "iptables -t nat -A KUBE-SVC-EDVMF3IXK2ZILKRW -j {stale}", "DNAT-STALE-POD-IP", None),
+    # kubernetes issue 114537's corrupt DNAT beside a missing MASQUERADE: both are reported, both fixed.
+    ("corrupt-dnat", "iptables -t nat -F KUBE-SEP-HPQWDY4QHTNUGDXX && "
+     "iptables -t nat -A KUBE-SEP-HPQWDY4QHTNUGDXX -s 10.244.1.5/32 -j KUBE-MARK-MASQ && "
+     "iptables -t nat -A KUBE-SEP-HPQWDY4QHTNUGDXX -p tcp -m tcp -j DNAT --to-destination :0 && "
+     f"iptables -t nat -D {MASQ[3:]}", "MASQUERADE-MISSING DNAT-CORRUPT", None),
+    # The new finding: kube-proxy's masquerade chain emptied (a stray `iptables -t nat -F`).
+    ("masq-chains-flushed", "iptables -t nat -F KUBE-POSTROUTING", "KUBE-PROXY-MASQ-CHAINS-BROKEN", None),
     ("cni0-address", "ip addr del 10.244.1.1/24 dev cni0 && ip addr add 10.244.200.1/24 dev cni0",
      "CNI0-ADDRESS-MISMATCH", None),
     ("flannel-vni",
@@ -274,12 +286,11 @@ def test_a_fault_is_reported_in_check_mode_and_fixed_by_a_run(node, name, inject
     assert fix["changed"] and [f["id"] for f in fix["findings"]] == fid.split() and fix["remaining"] == []
     assert not again["changed"] and again["findings"] == [] and again["backups"] == []
     fixed = node.state("fixed")
-    if "FORWARD-POLICY-DROP" in fid:  # the policy is the host's: netmend's accept chain goes in front
+    if "FORWARD-POLICY-DROP" in fid:  # the policy is the host's: netmend's accept chain goes back in front
         lines = fixed["filter"].splitlines()
         assert ":NETMEND-FORWARD -" in lines and ":FORWARD DROP" in lines
         assert next(line for line in lines if line.startswith("-A FORWARD ")) == (
             '-A FORWARD -m comment --comment "netmend: pod CIDR forwarding" -j NETMEND-FORWARD')
-        fixed["filter"] = "".join(line + "\n" for line in fixed["filter"].splitlines() if "NETMEND-FORWARD" not in line)
         clean["filter"] = clean["filter"].replace(":FORWARD ACCEPT\n", ":FORWARD DROP\n")
     assert fixed == clean
     assert node.state("again") == node.state("fixed")

@@ -9,6 +9,7 @@ import pytest
 from lab import faults, kubeproxy, probe
 from lab.inventory import load_cluster
 from lab.sh import LabError
+from netmend import checks
 from netmend.kubeproxy import endpoint_chain, service_chain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,9 @@ def test_catalog_is_the_spec_table():
 @pytest.mark.parametrize("fault", faults.FAULTS, ids=lambda f: f.name)
 def test_every_fault_is_complete(fault):
     assert fault.finding in SPEC_FINDINGS
-    assert (ROOT / "docs" / "findings" / f"{fault.finding}.md").is_file()
+    for fid in fault.findings:
+        assert fid in checks.CATALOG
+        assert (ROOT / "docs" / "findings" / f"{fid}.md").is_file()
     assert callable(fault.inject) and callable(fault.recover)
     text = fault.description
     assert "\n" not in text and ". " not in text, "one sentence"
@@ -156,7 +159,7 @@ def test_retarget_points_one_service_port_at_the_old_endpoint(lab_cluster):
     rules = kubeproxy.render_rules(cluster, w2)
     args = ("default", "hello-world-single", "", "TCP")
     cur, old = "10.244.1.5:8080", "10.244.1.105:8080"
-    names = (service_chain(*args), endpoint_chain(*args, cur), endpoint_chain(*args, old), cur, old)
+    names = (service_chain(*args), endpoint_chain(*args, cur), endpoint_chain(*args, old), cur, old, "TCP")
     svc, cur_sep, old_sep = names[:3]
     out = faults._retarget(rules.splitlines(), names)
     changed = [(a, b) for a, b in zip(rules.splitlines(), out, strict=True) if a != b]

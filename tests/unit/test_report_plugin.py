@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netmend.drift import CATALOG, CHECKS
+from netmend.checks import CATALOG, CHECKS
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS = [i for ids in CHECKS.values() for i in ids]
+N = len(IDS)  # checks per node: every finding ID of the catalog
 STARTED = "2026-11-21T12:00:00Z"
 
 
 def finding(fid, node, **over):
-    severity, component = CATALOG[fid]
+    severity, component = CATALOG[fid].severity, CATALOG[fid].component
     return {"id": fid, "severity": severity, "node": node, "component": component,
             "summary": f"{fid} on {node}", "expected": "as Kubernetes needs it", "actual": "not so",
             "fix": "the fix", "evidence": ["line 1", 'a "quoted" <evidence> & more'], **over}
@@ -71,8 +72,8 @@ def test_fail_at_never_passes_and_writes_the_four_reports(never):
     assert not result.get("failed") and not result["changed"] and result["findings"] == 2
     assert sorted(Path(f).name for f in result["files"]) == ["junit.xml", "netmend.prom", "report.json", "report.md"]
     assert sorted(p.name for p in reports.iterdir()) == ["junit.xml", "netmend.prom", "report.json", "report.md"]
-    assert result["summary"] == ["cp1: 28 checks, clean", "w1: 28 checks, MASQUERADE-MISSING (error)",
-                                 "w2: 28 checks, FLANNEL-VXLAN-MTU (warning)"]
+    assert result["summary"] == [f"cp1: {N} checks, clean", f"w1: {N} checks, MASQUERADE-MISSING (error)",
+                                 f"w2: {N} checks, FLANNEL-VXLAN-MTU (warning)"]
 
 
 def test_the_json_report_holds_the_run_every_check_and_every_finding(never):
@@ -85,12 +86,12 @@ def test_the_json_report_holds_the_run_every_check_and_every_finding(never):
 
 def test_junit_has_one_testcase_per_check_per_node_and_a_failure_per_finding(never):
     root = ET.parse(never[2] / "junit.xml").getroot()
-    assert root.tag == "testsuites" and root.get("tests") == str(3 * 28) and root.get("failures") == "2"
+    assert root.tag == "testsuites" and root.get("tests") == str(3 * N) and root.get("failures") == "2"
     suites = {s.get("name"): s for s in root.findall("testsuite")}
     assert sorted(suites) == ["cp1", "w1", "w2"]
     for node, suite in suites.items():
         cases = suite.findall("testcase")
-        assert sorted(c.get("name") for c in cases) == sorted(IDS) and suite.get("tests") == "28"
+        assert sorted(c.get("name") for c in cases) == sorted(IDS) and suite.get("tests") == str(N)
         assert {c.get("classname") for c in cases} == {f"netmend.{node}"}
     failed = {(s, c.get("name")): c.find("failure") for s, suite in suites.items() for c in suite.findall("testcase")
               if c.find("failure") is not None}
@@ -105,7 +106,7 @@ def test_prometheus_textfile_has_a_series_per_finding_and_the_run_state(never):
     assert 'netmend_finding{id="MASQUERADE-MISSING",node="w1",severity="error",component="flannel"} 1' in lines
     assert 'netmend_finding{id="FLANNEL-VXLAN-MTU",node="w2",severity="warning",component="flannel"} 1' in lines
     assert [line for line in lines if line.startswith("netmend_checks{")] == [
-        'netmend_checks{node="cp1"} 28', 'netmend_checks{node="w1"} 28', 'netmend_checks{node="w2"} 28']
+        f'netmend_checks{{node="cp1"}} {N}', f'netmend_checks{{node="w1"}} {N}', f'netmend_checks{{node="w2"}} {N}']
     assert "netmend_last_run_success 1" in lines
     assert any(line.startswith("netmend_last_run_timestamp_seconds ") for line in lines)
     for line in lines:  # every sample line is `name{labels} value` or `name value`, every family typed
@@ -116,7 +117,7 @@ def test_prometheus_textfile_has_a_series_per_finding_and_the_run_state(never):
 
 def test_the_markdown_summary_lists_each_node_and_finding(never):
     md = (never[2] / "report.md").read_text()
-    assert "| w1 | 28 | 1 | error |" in md and "| cp1 | 28 | 0 | ok |" in md
+    assert f"| w1 | {N} | 1 | error |" in md and f"| cp1 | {N} | 0 | ok |" in md
     assert "## w1: MASQUERADE-MISSING (error)" in md and "docs/findings/MASQUERADE-MISSING.md" in md
 
 

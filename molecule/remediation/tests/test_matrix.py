@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "module_utils"))
 
 from lab import faults  # noqa: E402
 from lab.inventory import load_cluster  # noqa: E402
-from netmend.drift import CATALOG  # noqa: E402
+from netmend.checks import CATALOG  # noqa: E402
 from netmend.findings import rank  # noqa: E402
 from tests.labutil import probe_results, settled_failures  # noqa: E402
 
@@ -129,9 +129,9 @@ def test_fault_is_found_fixed_and_proven_fixed(combo):
         assert settled_failures(results, expected_broken) == expected_broken
 
         proc, found = audit()
-        expected = {(node, faults.BY_NAME[name].finding) for name, node in combo}
+        expected = {(node, fid) for name, node in combo for fid in faults.BY_NAME[name].findings}
         assert found == expected, proc.stdout[-4000:]
-        gates = any(rank(CATALOG[fid][0]) >= rank("error") for _, fid in expected)
+        gates = any(rank(CATALOG[fid].severity) >= rank("error") for _, fid in expected)
         assert (proc.returncode != 0) == gates, "the audit fails at findings of severity error and above"
 
         changed = remediate()

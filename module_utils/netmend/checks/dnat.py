@@ -1,0 +1,130 @@
+"""kube-proxy's DNAT (iptables mode): every service's KUBE-SEP chains point at its current endpoints.
+
+Field guide failure mode 5. The rule grammar (chain names, endpoint rules, probabilities) is
+netmend.kubeproxy's, the one the lab's kube-proxy stand-in writes with.
+"""
+
+import ipaddress
+
+from .. import kubeproxy
+from ..findings import Spec
+from ..iptables import restore_payload, rule_target
+from ..plan import Action
+from .base import Check
+
+WHAT = {"DNAT-STALE-POD-IP": "a pod IP that no longer serves it", "DNAT-STALE-HOST-IP": "an old host IP",
+        "DNAT-CORRUPT": "a destination that is not ip:port"}
+
+
+def run(a):
+    nat = a.facts["iptables"].get("nat")
+    if nat is None:
+        return
+    pod_net = ipaddress.ip_network(a.want["pod_cidr"])
+    for svc in a.want.get("services") or []:
+        chain = kubeproxy.service_chain(svc["namespace"], svc["name"], svc.get("port_name", ""), svc["protocol"])
+        if chain not in nat.policies or not svc.get("endpoints"):
+            continue
+        jumps = [r for r in nat.chain_rules(chain) if (rule_target(r) or "").startswith("KUBE-SEP-")]
+        current = {rule_target(r): _destination(nat.chain_rules(rule_target(r))) for r in jumps}
+        wanted = list(svc["endpoints"])
+        stale = {sep: dest for sep, dest in current.items() if dest is not None and dest not in wanted}
+        if stale:
+            _report(a, svc, chain, pod_net, (nat, jumps, current, stale))
+
+
+def _report(a, svc, chain, pod_net, state):
+    nat, jumps, current, stale = state
+    payload, before = _rewrite(nat, svc, chain, jumps, current, stale)
+    spn = kubeproxy.service_port_name(svc["namespace"], svc["name"], svc.get("port_name", ""))
+    by_kind = {}
+    for sep, dest in sorted(stale.items()):
+        by_kind.setdefault(_kind(dest, pod_net), []).append((sep, dest))
+    action_done = False
+    for fid, items in sorted(by_kind.items()):
+        a.find(fid, f"service {spn} ({svc['cluster_ip']}:{svc['port']}) DNATs to {WHAT[fid]}",
+               "endpoints " + ", ".join(svc["endpoints"]), "DNAT to " + ", ".join(d for _, d in items),
+               f"rewrite the stale KUBE-SEP chains of {chain} and its jumps (one iptables-restore --noflush)",
+               [f"{sep}: DNAT --to-destination {dest}" for sep, dest in items],
+               [] if action_done else [Action(fid, "iptables", "nat", payload, before, payload)])
+        action_done = True
+
+
+def _kind(dest, pod_net):
+    try:
+        ip, _port = kubeproxy.split_endpoint(dest)
+    except ValueError:
+        return "DNAT-CORRUPT"
+    return "DNAT-STALE-POD-IP" if ipaddress.ip_address(ip) in pod_net else "DNAT-STALE-HOST-IP"
+
+
+def _destination(rules):
+    for line in rules:
+        dest = kubeproxy.dnat_destination(line)
+        if dest is not None:
+            return dest
+    return None
+
+
+def _parses(dest):
+    try:
+        kubeproxy.split_endpoint(dest)
+    except ValueError:
+        return False
+    return True
+
+
+def _rewrite(nat, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR0917
+    """One --noflush transaction: the service chain's other rules kept in place, its endpoint jumps
+    rewritten for the wanted endpoints, new KUBE-SEP chains made from a stale one's rules (kube-proxy's
+    own grammar when every stale one is corrupt), stale ones deleted."""
+    ns, name, port_name, proto = svc["namespace"], svc["name"], svc.get("port_name", ""), svc["protocol"]
+    wanted = list(svc["endpoints"])
+    by_dest = {dest: sep for sep, dest in current.items() if sep not in stale}
+    templates = sorted(sep for sep, dest in stale.items() if _parses(dest))
+    sep_chains, new_seps = {}, []
+    for dest in wanted:
+        sep = by_dest.get(dest) or kubeproxy.endpoint_chain(ns, name, port_name, proto, dest)
+        new_seps.append(sep)
+        if sep in by_dest.values():
+            continue
+        if templates:
+            sep_chains[sep] = [_retarget(line, templates[0], sep, stale[templates[0]], dest)
+                               for line in nat.chain_rules(templates[0])]
+        else:
+            sep_chains[sep] = kubeproxy.endpoint_rules(sep, dest, proto)
+    jump_template = jumps[-1]
+    template_dest = current[rule_target(jump_template)]
+    svc_rules, placed = [], False
+    for line in nat.chain_rules(chain):
+        if line in jumps:
+            if not placed:
+                svc_rules += _jumps(jump_template, template_dest if _parses(template_dest or "") else None,
+                                    wanted, new_seps)
+                placed = True
+            continue
+        svc_rules.append(line)
+    doomed = sorted(s for s in stale if s not in new_seps)
+    payload = restore_payload("nat", {chain: svc_rules, **sep_chains}, delete=doomed)
+    before = "".join(f"{r}\n" for c in [chain, *sorted(current)] for r in nat.chain_rules(c))
+    return payload, before
+
+
+def _retarget(line, old_chain, new_chain, old_dest, new_dest):
+    old_ip, new_ip = old_dest.rpartition(":")[0], new_dest.rpartition(":")[0]
+    line = line.replace(f"-A {old_chain} ", f"-A {new_chain} ", 1).replace(old_dest, new_dest)
+    return line.replace(f"-s {old_ip}/32", f"-s {new_ip}/32")
+
+
+def _jumps(template, template_dest, wanted, seps):
+    head, _, _ = kubeproxy.without_statistic(template).rpartition(" -j ")
+    if template_dest:
+        return [f"{head.replace(template_dest, dest)} {kubeproxy.statistic(i, len(wanted))}-j {sep}"
+                for i, (dest, sep) in enumerate(zip(wanted, seps))]
+    return [f"{head} {kubeproxy.statistic(i, len(wanted))}-j {sep}" for i, sep in enumerate(seps)]
+
+
+CHECKS = (Check("kube-proxy", ("iptables",), (
+    Spec("DNAT-STALE-POD-IP", "error", "kube-proxy"),
+    Spec("DNAT-STALE-HOST-IP", "error", "kube-proxy"),
+    Spec("DNAT-CORRUPT", "error", "kube-proxy")), run),)
