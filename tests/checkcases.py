@@ -9,19 +9,17 @@ the findings, the plan and the skipped checks; tests/unit/test_check_cases.py ru
 Stdlib, pytest (through test_audit) and netmend only: the core's Python 3.9 run runs the cases too.
 """
 
-import contextlib
 import copy
 import json
-import os
 import posixpath
-import tempfile
 from pathlib import Path
 
-from netmend import checks, facts, proxymode
+from netmend import checks, facts
 from netmend.iptables import BUILTIN_CHAINS, parse_save
 from tests.unit.test_audit import Raw, lab_want, restore_noflush, same_tables
 
-__all__ = ["BASE", "CASES", "Case", "FixtureHost", "Raw", "discover", "lab_want", "replay_iptables", "same_tables"]
+__all__ = ["BASE", "CASES", "Case", "FixtureHost", "Raw", "base_tables", "discover", "lab_want", "node_host",
+           "replay_iptables", "run", "same_tables", "with_policies_of"]
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "tests" / "fixtures" / "checks"
@@ -45,7 +43,7 @@ class FixtureHost:
     probed, as when the probe could not run); installed: tool names present with no command served.
     A command the case does not serve is an AssertionError naming it, not a quiet failure."""
 
-    def __init__(self, commands, files, links=None, dns=None, installed=()):  # noqa: PLR0913, PLR0917
+    def __init__(self, commands, files, links=None, dns=None, installed=()):
         self.commands, self.files = dict(commands), dict(files)
         self.links, self.dns, self.ran = dict(links or {}), dict(dns or {}), []
         self.tools = {line.split()[0] for line in self.commands} | set(installed)
@@ -185,38 +183,29 @@ class Case:
         return _referenced(self.spec)
 
     def host(self):
-        base = _load_json(BASE / "node.json")
-        commands = _apply(_commands(BASE, base), _commands(self.dir, self.spec))
-        files = _apply(_files(BASE, base), _files(self.dir, self.spec))
-        links = _apply(base.get("links") or {}, self.spec.get("links") or {})
-        dns = {**(base.get("dns") or {}), **(self.spec.get("dns") or {})}
-        installed = [*(base.get("installed") or []), *(self.spec.get("installed") or [])]
-        return FixtureHost(commands, files, links, dns, installed)
+        return node_host(self.spec, self.dir)
 
     def run(self):
         """(facts, result) of gather then audit, as netmend_node runs them."""
-        host = self.host()
-        names = self.checks if self.checks is not None else list(checks.CHECKS)
-        with proc_ip_vs(host.files.get(proxymode.PROC_IP_VS)):
-            gathered = facts.gather(host, self.want, names)
-        return gathered, checks.audit(gathered, self.want, self.checks)
+        return run(self.host(), self.want, self.checks)
 
 
-@contextlib.contextmanager
-def proc_ip_vs(text):
-    """proxymode.read_snapshot reads /proc/net/ip_vs from the machine it runs on, not through the host:
-    point it at the case's text (or at nothing) so a test machine with ip_vs loaded does not leak in."""
-    saved = proxymode.PROC_IP_VS
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "ip_vs")
-        if text is not None:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        proxymode.PROC_IP_VS = path
-        try:
-            yield
-        finally:
-            proxymode.PROC_IP_VS = saved
+def node_host(spec=None, directory=None):
+    """The FixtureHost of the base with the changes of `spec` (a case.json) whose files are in `directory`."""
+    spec = spec or {}
+    base = _load_json(BASE / "node.json")
+    commands = _apply(_commands(BASE, base), _commands(directory, spec) if spec else {})
+    files = _apply(_files(BASE, base), _files(directory, spec) if spec else {})
+    links = _apply(base.get("links") or {}, spec.get("links") or {})
+    dns = {**(base.get("dns") or {}), **(spec.get("dns") or {})}
+    installed = [*(base.get("installed") or []), *(spec.get("installed") or [])]
+    return FixtureHost(commands, files, links, dns, installed)
+
+
+def run(host, want, names=None):
+    """(facts, result): netmend.facts.gather through `host`, then netmend.checks.audit (names None: all)."""
+    gathered = facts.gather(host, want, names if names is not None else list(checks.CHECKS))
+    return gathered, checks.audit(gathered, want, names)
 
 
 def discover():

@@ -38,11 +38,10 @@ if sys.version_info < CONTROLLER_PYTHON:
     collect_ignore = ["lab", "modules", *CONTROLLER_ONLY]
 
 
-def pytest_report_header(config):
+def pytest_terminal_summary(terminalreporter):
     if sys.version_info < CONTROLLER_PYTHON:
-        return [f"Python {sys.version.split()[0]}: the core's run; not collected here (controller only): "
-                + ", ".join(sorted(CONTROLLER_ONLY))]
-    return []
+        terminalreporter.write_line(f"Python {sys.version.split()[0]}: not collected (controller only, "
+                                    f"tests/conftest.py): {', '.join(sorted(CONTROLLER_ONLY))}")
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ class LocalHost:
         return dict(zip(servers, answers))
 
 
-def _command(host, argv, name=None):
+def _command(host, argv):
     """Run a tool; its stdout, or FactError naming the command."""
     binary = host.tool(argv[0])
     shown = " ".join(argv)
@@ -83,14 +83,15 @@ def _command(host, argv, name=None):
     return out
 
 
-def _fact(facts, name, read):
-    """facts[name] = read(), or the reason in facts["errors"][name]."""
+def _fact(facts, name, read, source):
+    """facts[name] = read(), or the reason in facts["errors"][name], naming the command (`source`) and,
+    for output netmend cannot read, the parser's line."""
     try:
         facts[name] = read()
     except FactError as exc:
         facts["errors"][name] = str(exc)
     except READ_ERRORS as exc:
-        facts["errors"][name] = f"unreadable output: {exc}"
+        facts["errors"][name] = f"`{source}` printed what netmend cannot read: {exc}"
 
 
 def sysctl_files(host):
@@ -116,21 +117,22 @@ def gather(host, want, checks):
         facts["sysctl_files"] = sysctl_files(host)
         facts["modules_file"] = host.read(want["modules_file"]) if want.get("modules_file") else None
     if any(c in checks for c in IPTABLES_CHECKS):
-        _fact(facts, "iptables", lambda: parse_save(_command(host, ["iptables-save"])))
+        _fact(facts, "iptables", lambda: parse_save(_command(host, ["iptables-save"])), "iptables-save")
     if "firewall" in checks and (want.get("firewall") or {}).get("mode", "unmanaged") != "unmanaged":
-        _fact(facts, "firewalld", lambda: read_firewalld(host))
+        _fact(facts, "firewalld", lambda: read_firewalld(host), "firewall-cmd --list-all-zones")
     if "flannel" in checks:
-        _fact(facts, "links", lambda: _links(host, facts))
+        _fact(facts, "links", lambda: _links(host, facts), "ip -j")
         facts["subnet_env"] = host.read(SUBNET_ENV_PATH)
     if any(c in checks for c in DNS_CHECKS):
         _dns(host, want, checks, facts)
     if "conntrack" in checks:
-        _fact(facts, "conntrack", lambda: read_conntrack(host, want["cluster_dns"]))
+        _fact(facts, "conntrack", lambda: read_conntrack(host, want["cluster_dns"]), "conntrack -L")
     if "kube-proxy-mode" in checks and (want.get("kube_proxy") or {}).get("mode"):
         if "iptables" in facts["errors"]:
             facts["errors"]["proxy"] = "iptables: " + facts["errors"]["iptables"]
         else:
-            _fact(facts, "proxy", lambda: read_snapshot(host.run, host.tool, facts.get("iptables")))
+            _fact(facts, "proxy", lambda: read_snapshot(host.run, host.tool, facts.get("iptables"), host.read),
+                  "kube-proxy's state (ip6tables-save, nft, ipset, ip, /proc/net/ip_vs)")
     return facts
 
 

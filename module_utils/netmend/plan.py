@@ -49,7 +49,8 @@ class Action:
         if self.kind == "file":
             return f"{self.finding}: rewrite {self.target} (backed up)"
         if self.kind == "iptables":
-            return f"{self.finding}: {self.restore_tool()} --noflush into the {self.target} table"
+            tables = "tables" if "," in self.target else "table"
+            return f"{self.finding}: {self.restore_tool()} --noflush into the {self.target} {tables}"
         if self.kind in ("ip", "bridge"):
             return f"{self.finding}: {self.kind} " + "; ".join(self.payload)
         if self.kind == "firewalld":

@@ -22,7 +22,6 @@ something else still refers to, and an ipset a remaining rule matches, is kept a
 
 import ipaddress
 import json
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -193,9 +192,18 @@ def parse_ip_vs(text):
 
 # Reading a node. The modules hand in their own command runner; nothing here starts a process itself.
 
-def read_snapshot(run, find_tool, ipv4=None):
+def _read_local(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def read_snapshot(run, find_tool, ipv4=None, read=_read_local):
     """Read everything `plan` looks at. run(argv) -> (rc, stdout, stderr); find_tool(name) -> a path or
-    None; ipv4: the node's IPv4 tables (parse_save) when the caller has read them already. A tool that is
+    None; ipv4: the node's IPv4 tables (parse_save) when the caller has read them already; read(path) ->
+    a file's text or None (the host adapter's, so /proc/net/ip_vs is the node's). A tool that is
     missing or fails leaves its part None with a note; output that cannot be read raises StateError (or
     IptablesSaveError), so nothing is planned from a misreading."""
     snap = Snapshot()
@@ -227,9 +235,9 @@ def read_snapshot(run, find_tool, ipv4=None):
         if rc != 0:
             raise StateError(f"ip -d -j addr show failed: {err.strip()[:120]}")
         snap.link = parse_link(out)
-    if os.path.exists(PROC_IP_VS):
-        with open(PROC_IP_VS, encoding="utf-8") as handle:
-            snap.ipvs = parse_ip_vs(handle.read())
+    ip_vs = read(PROC_IP_VS)
+    if ip_vs is not None:
+        snap.ipvs = parse_ip_vs(ip_vs)
     return snap
 
 

@@ -341,3 +341,22 @@ def test_a_bad_want_fails_naming_the_field_and_changes_nothing(node):
     assert {p["field"] for p in bad_result["problems"]} == {"want.pod_cidr", "want.flannel.vni"}
     assert node.state("before") == node.state("after")
     assert node.text("before.canary") == node.text("after.canary")
+
+
+def test_unreadable_iptables_save_output_skips_only_the_checks_that_read_it(node):
+    """Malformed command output names the command and the line; the node's other checks still run and
+    still find what is wrong (here ip_forward, in the sandbox's own network namespace)."""
+    save = f"{node.bindir}/iptables-save"
+    node.sh(f"rm {save} && printf '%s\\n' '#!/bin/sh' "
+            f"'/usr/sbin/iptables-legacy-save \"$@\" | sed \"2a -Z not-a-rule\"' > {save} && chmod +x {save}")
+    node.sh("echo 0 > /proc/sys/net/ipv4/ip_forward")
+    node.run("check", check=True)
+    node.go()
+    check = node.result("check")
+    assert not check.get("failed"), check
+    assert [f["id"] for f in check["findings"]] == ["SYSCTL-IP-FORWARD-OFF"]
+    skipped = dict(line.split(": ", 1) for line in check["skipped_checks"])
+    assert sorted(skipped) == ["forward", "kube-proxy", "kube-proxy-chains", "kube-proxy-mode", "masquerade"]
+    assert skipped["forward"] == ("iptables: `iptables-save` printed what netmend cannot read: line 3: "
+                                  "'-Z not-a-rule' is not a table, chain, rule or COMMIT line")
+    assert "FLANNEL-VXLAN-VNI" in check["checks"] and "CONNTRACK-STALE-DNS" in check["checks"]

@@ -79,7 +79,8 @@ def test_a_payload_that_touches_a_host_chain_is_refused_before_anything_runs(tmp
     key = tmp_path / "ip_forward"
     key.write_text("0")
     host = TmpHost()
-    bad = Action("FORWARD-POLICY-DROP", "iptables", "filter", "*filter\n:HOST-OWN - [0:0]\n-A HOST-OWN -j ACCEPT\nCOMMIT\n")
+    bad = Action("FORWARD-POLICY-DROP", "iptables", "filter",
+                 "*filter\n:HOST-OWN - [0:0]\n-A HOST-OWN -j ACCEPT\nCOMMIT\n")
     assert not owned_only(bad)
     with pytest.raises(ExecutionError, match="touches a chain netmend does not own"):
         execute([Action("SYSCTL-IP-FORWARD-OFF", "proc", str(key), 1), bad], host)

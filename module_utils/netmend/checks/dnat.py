@@ -36,7 +36,7 @@ def run(a):
 def _report(a, svc, chain, pod_net, state):
     nat, jumps, current, stale = state
     payload, before = _rewrite(nat, svc, chain, jumps, current, stale)
-    spn = kubeproxy.service_port_name(svc["namespace"], svc["name"], svc.get("port_name", ""))
+    spn = kubeproxy.service_port_name(svc["namespace"], svc["name"], svc.get("port_name", "")).rstrip(":")
     by_kind = {}
     for sep, dest in sorted(stale.items()):
         by_kind.setdefault(_kind(dest, pod_net), []).append((sep, dest))

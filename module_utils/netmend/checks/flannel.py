@@ -39,7 +39,7 @@ def _check_subnet_env(a, fl, gateway):
             ("FLANNEL_SUBNET", f"{env['gateway']}/{env['subnet'].split('/')[1]}", gateway),
             ("FLANNEL_MTU", env["mtu"], fl["mtu"])) if str(have) != str(w)]
     except ProblemsError as exc:
-        diffs = [f"unreadable: {exc}"]
+        diffs = ["unreadable: " + "; ".join(str(exc).splitlines())]
     if diffs:
         a.find("FLANNEL-SUBNET-ENV-MISMATCH", "/run/flannel/subnet.env disagrees with the node's lease",
                f"FLANNEL_SUBNET={gateway}, FLANNEL_MTU={fl['mtu']}", "; ".join(diffs),

@@ -91,8 +91,10 @@ def run(a):
                f"policy {policy}, dropped: " + "; ".join(dropped), fix, lacking + evidence, [action])
         return
     action.finding = "FORWARD-ACCEPTS-MISSING"
+    now = ("other rules accept pod traffic today; without them the DROP policy drops it" if policy != "ACCEPT" else
+           "nothing is dropped yet; a DROP policy, as Docker sets at start, would drop pod traffic")
     a.find("FORWARD-ACCEPTS-MISSING", f"netmend's FORWARD accepts are not as the forward role keeps them "
-           f"(policy {policy}: nothing is dropped yet; a DROP policy, as Docker sets, would drop pod traffic)",
+           f"(policy {policy}: {now})",
            f"{chain} with its {len(rules)} accept rules, jumped to from FORWARD", "; ".join(lacking), fix,
            lacking + evidence, [action])
 

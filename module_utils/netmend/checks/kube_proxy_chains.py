@@ -44,7 +44,7 @@ def _problems(nat):
 def run(a):
     mode = (a.want.get("kube_proxy") or {}).get("mode") or "iptables"
     if mode != "iptables":
-        a.skip("kube-proxy-chains", f"kube-proxy runs in {mode} mode; this check reads iptables mode's chains")
+        a.skip("kube-proxy-chains", f"kube_proxy_mode is {mode}; this check reads iptables mode's chains")
         return
     nat = a.facts["iptables"].get("nat")
     if nat is None or "KUBE-SERVICES" not in nat.policies:

@@ -42,7 +42,7 @@ def run(a):
         steps = "; ".join(action.describe().split(": ", 1)[1] for action in actions)
         fix = (f"remove exactly what `kube-proxy --cleanup` removes for {old} mode ({steps}); kube-proxy's "
                f"{mode}-mode state and the host's rules stay")
-    a.find("KUBE-PROXY-MODE-LEFTOVERS", f"kube-proxy runs in {mode} mode, and the node still holds the state of "
+    a.find("KUBE-PROXY-MODE-LEFTOVERS", f"kube-proxy is configured for {mode} mode, and the node holds the state of "
            f"{old} mode", f"only {mode}-mode kube-proxy state", f"{old} mode state as well", fix, evidence, actions)
 
 
