@@ -90,6 +90,8 @@ def _fact(facts, name, read, source):
         facts[name] = read()
     except FactError as exc:
         facts["errors"][name] = str(exc)
+    except OSError as exc:
+        facts["errors"][name] = f"cannot read {source}: {exc}"
     except READ_ERRORS as exc:
         facts["errors"][name] = f"`{source}` printed what netmend cannot read: {exc}"
 
@@ -112,10 +114,12 @@ def gather(host, want, checks):
     """Every fact the named checks read, in one pass over the node."""
     facts = {"errors": {}}
     if "kernel" in checks:
-        facts["proc"] = {key: _stripped(host.read(proc_path(key))) for key in (want.get("sysctls") or {})}
+        _fact(facts, "proc", lambda: {key: _stripped(host.read(proc_path(key))) for key in (want.get("sysctls") or {})},
+              "/proc/sys")
         facts["bridge_nf_present"] = host.isdir("/proc/sys/net/bridge")
-        facts["sysctl_files"] = sysctl_files(host)
-        facts["modules_file"] = host.read(want["modules_file"]) if want.get("modules_file") else None
+        _fact(facts, "sysctl_files", lambda: sysctl_files(host), "the sysctl.d files")
+        _fact(facts, "modules_file", lambda: host.read(want["modules_file"]) if want.get("modules_file") else None,
+              want.get("modules_file"))
     if any(c in checks for c in IPTABLES_CHECKS):
         _fact(facts, "iptables", lambda: parse_save(_command(host, ["iptables-save"])), "iptables-save")
     if "firewall" in checks and (want.get("firewall") or {}).get("mode", "unmanaged") != "unmanaged":
@@ -124,7 +128,11 @@ def gather(host, want, checks):
         _fact(facts, "links", lambda: _links(host, facts), "ip -j")
         facts["subnet_env"] = host.read(SUBNET_ENV_PATH)
     if any(c in checks for c in DNS_CHECKS):
-        _dns(host, want, checks, facts)
+        try:
+            _dns(host, want, checks, facts)
+        except OSError as exc:  # a resolv.conf or Corefile that cannot be read: the DNS checks say why
+            for name in ("resolv", "corefile", "pod_resolv"):
+                facts["errors"][name] = f"cannot read the DNS files: {exc}"
     if "conntrack" in checks:
         _fact(facts, "conntrack", lambda: read_conntrack(host, want["cluster_dns"]), "conntrack -L")
     if "kube-proxy-mode" in checks and (want.get("kube_proxy") or {}).get("mode"):

@@ -22,7 +22,8 @@ def run(a):
                   "--reply-src", f.reply.src] for f in stale]
         evidence = [f"udp src={f.original.src}:{f.original.sport} dst={f.original.dst}:{f.original.dport} "
                     f"reply src={f.reply.src}:{f.reply.sport}" + (" UNREPLIED" if f.unreplied else "") for f in stale]
-        a.find("CONNTRACK-STALE-DNS", f"{len(stale)} UDP conntrack entr{'y still sends' if len(stale) == 1 else 'ies still send'} "
+        entries = "entry still sends" if len(stale) == 1 else "entries still send"
+        a.find("CONNTRACK-STALE-DNS", f"{len(stale)} UDP conntrack {entries} "
                f"DNS for {svc['cluster_ip']} to an endpoint that is gone",
                "replies from " + ", ".join(svc["endpoints"]),
                "replies from " + ", ".join(sorted({f"{f.reply.src}:{f.reply.sport}" for f in stale})),

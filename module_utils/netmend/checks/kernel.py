@@ -66,7 +66,7 @@ def _modules_file_action(a):
     return [Action("KMOD-BR-NETFILTER-MISSING", "file", path, text, a.facts.get("modules_file") or "", text)]
 
 
-CHECKS = (Check("kernel", ("proc", "sysctl_files"), (
+CHECKS = (Check("kernel", ("proc", "sysctl_files", "modules_file"), (
     Spec("KMOD-BR-NETFILTER-MISSING", "critical", "kernel"),
     Spec("SYSCTL-BRIDGE-NF-CALL-IPTABLES-OFF", "error", "kernel"),
     Spec("SYSCTL-BRIDGE-NF-CALL-IP6TABLES-OFF", "warning", "kernel"),
