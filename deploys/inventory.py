@@ -6,6 +6,7 @@ variables as they do in a play, and Ansible's templar resolves them. The result 
 needs for one host, so the pyinfra deploy audits against exactly the want the health role builds.
 """
 
+import shlex
 from pathlib import Path
 
 from ansible.inventory.manager import InventoryManager
@@ -16,6 +17,9 @@ from ansible.vars.manager import VariableManager
 ROOT = Path(__file__).resolve().parents[1]
 # The roles whose public settings the audit reads (roles/health loads the same ones).
 ROLES = ("kernel", "firewall", "forward", "flannel", "dns", "health")
+# The variables Ansible's ssh connection reads that pyinfra's ssh connector has a counterpart for.
+CONNECTION_VARS = ("ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
+                   "ansible_ssh_common_args", "ansible_ssh_args", "ansible_ssh_extra_args")
 
 
 class Inventory:
@@ -45,6 +49,38 @@ class Inventory:
         """{name: templated value} of the variables `names` that exist for `host`."""
         templar, merged = self.host_vars(host)
         return {name: templar.template(merged[name]) for name in names if name in merged}
+
+    def prefixed(self, host, prefixes):
+        """{name: templated value} of every variable of `host` whose name starts with one of `prefixes`
+        (what netmend_validate hands netmend.cluster.build_cluster)."""
+        templar, merged = self.host_vars(host)
+        return {name: templar.template(value) for name, value in merged.items() if name.startswith(tuple(prefixes))}
+
+    def address(self, host):
+        """The address Ansible connects to: ansible_host, templated, or the host's name."""
+        templar, merged = self.host_vars(host)
+        return str(templar.template(merged.get("ansible_host", host)))
+
+    def connection(self, host):
+        """pyinfra's ssh connector data for `host`, from the variables Ansible's ssh connection reads:
+        ansible_host, ansible_port, ansible_user, ansible_ssh_private_key_file and an ssh_config given as
+        `-F PATH` in ansible_ssh_common_args / ansible_ssh_args / ansible_ssh_extra_args. Host keys are
+        checked strictly, as Ansible does with host_key_checking (netmend's ansible.cfg)."""
+        templar, merged = self.host_vars(host)
+        value = {name: templar.template(merged[name]) for name in CONNECTION_VARS if merged.get(name)}
+        data = {"ssh_hostname": str(value.get("ansible_host", host)), "ssh_strict_host_key_checking": "yes"}
+        for name, key in (("ansible_port", "ssh_port"), ("ansible_user", "ssh_user"),
+                          ("ansible_ssh_private_key_file", "ssh_key")):
+            if name in value:
+                data[key] = int(value[name]) if key == "ssh_port" else str(value[name])
+        for name in ("ansible_ssh_common_args", "ansible_ssh_args", "ansible_ssh_extra_args"):
+            words = shlex.split(str(value.get(name, "")))
+            for i, word in enumerate(words):
+                if word == "-F" and i + 1 < len(words):
+                    data["ssh_config_file"] = words[i + 1]
+                elif word.startswith("-F") and len(word) > 2:  # noqa: PLR2004 - "-F" and a path
+                    data["ssh_config_file"] = word[2:]
+        return data
 
 
 def _trusted(value):

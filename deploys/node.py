@@ -172,11 +172,12 @@ class NodeHost:
             for request, record in zip(todo, self.fetch(todo)):
                 self.known[request] = record
 
-    def collect(self, read):
+    def collect(self, read, extra=()):
         """read() (which asks this host for what it needs) once everything it asks for is known: rounds of
-        speculative runs, each followed by one batch of reads, then a run on known answers only."""
-        for _ in range(MAX_ROUNDS):
-            self.wanted = []
+        speculative runs, each followed by one batch of reads, then a run on known answers only. `extra`:
+        requests the caller will ask for afterwards, read in the first batch."""
+        for n in range(MAX_ROUNDS):
+            self.wanted = [r for r in extra if r not in self.known] if n == 0 else []
             try:
                 result, error = read(), None
             except Exception as exc:  # a stand-in answer led it astray: the real one is fetched next
@@ -255,6 +256,7 @@ class NodeHost:
         return json.loads(out)
 
 
-def gather(node, want, checks):
-    """netmend.facts.gather over `node` (a NodeHost), in as few rounds as the reads allow."""
-    return node.collect(lambda: core_facts.gather(node, want, checks))
+def gather(node, want, checks, extra=()):
+    """netmend.facts.gather over `node` (a NodeHost), in as few rounds as the reads allow (`extra`: more
+    requests to read in the first round)."""
+    return node.collect(lambda: core_facts.gather(node, want, checks), extra)

@@ -72,13 +72,18 @@ rules:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - Ansible modules put DOCUMENTATION first
-from ansible.module_utils.netmend.checks import audit  # noqa: E402
-from ansible.module_utils.netmend.checks.forward import DEFAULT_FILTER, view  # noqa: E402
-from ansible.module_utils.netmend.errors import ProblemsError  # noqa: E402
-from ansible.module_utils.netmend.iptables import IptablesSaveError, Table, parse_save, parse_version  # noqa: E402
-from ansible.module_utils.netmend.modulehost import ModuleHost  # noqa: E402
-from ansible.module_utils.netmend.plan import ExecutionError, execute  # noqa: E402
-from ansible.module_utils.netmend.want import check_forward  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.checks import audit  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.checks.forward import DEFAULT_FILTER, view  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.iptables import (  # noqa: E402
+    IptablesSaveError,
+    Table,
+    parse_save,
+    parse_version,
+)
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.modulehost import ModuleHost  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.plan import ExecutionError, execute  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.want import check_forward  # noqa: E402
 
 
 def main():

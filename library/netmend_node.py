@@ -99,14 +99,14 @@ import json  # noqa: E402 - Ansible modules put DOCUMENTATION first
 from dataclasses import asdict  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.netmend import firewalld  # noqa: E402
-from ansible.module_utils.netmend.checks import CHECKS, audit  # noqa: E402
-from ansible.module_utils.netmend.errors import ProblemsError  # noqa: E402
-from ansible.module_utils.netmend.facts import gather  # noqa: E402
-from ansible.module_utils.netmend.files import read_text, write_atomic  # noqa: E402
-from ansible.module_utils.netmend.modulehost import ModuleHost  # noqa: E402
-from ansible.module_utils.netmend.plan import ExecutionError, execute  # noqa: E402
-from ansible.module_utils.netmend.want import check_want  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend import firewalld  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.checks import CHECKS, audit  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.facts import gather  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import read_text, write_atomic  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.modulehost import ModuleHost  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.plan import ExecutionError, execute  # noqa: E402
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.want import check_want  # noqa: E402
 
 
 def firewalld_fix(module, host):

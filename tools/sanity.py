@@ -96,11 +96,12 @@ def ensure_get_pip():
 
 
 def interpreter(version):
-    """A python<version> that runs: on PATH, else the repository's venvs', else pyenv's (a pyenv shim on PATH
-    may have no version behind it)."""
-    venvs = sorted(glob.glob(str(ROOT / f".venv*/bin/python{version}")))  # ./dev test's .venv39
+    """A python<version> that runs: $NETMEND_PY39 (for 3.9; ./dev test's), python3.9 on PATH, the repository's
+    venvs' (.venv39), pyenv's. A pyenv shim on PATH may have no version behind it, so each one is tried."""
+    venvs = sorted(glob.glob(str(ROOT / f".venv*/bin/python{version}")))
     pyenv = sorted(glob.glob(str(PYENV_VERSIONS / f"{version}.*/bin/python{version}")), reverse=True)
-    candidates = [shutil.which(f"python{version}"), *venvs, *pyenv]
+    candidates = [os.environ.get(f"NETMEND_PY{version.replace('.', '')}"), shutil.which(f"python{version}"),
+                  *venvs, *pyenv]
     for candidate in filter(None, candidates):
         probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                capture_output=True, text=True, check=False)
@@ -139,8 +140,9 @@ def main():
     parser.add_argument("extra", nargs="*", help="more ansible-test sanity arguments (after --)")
     args = parser.parse_args()
     versions = args.python or list(PYTHONS)
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     tmp = Path(tempfile.mkdtemp(prefix="netmend-sanity-"))
-    failed = []
+    failed, skipped = [], []
     try:
         pybin = tmp / "bin"
         pybin.mkdir()
@@ -148,16 +150,20 @@ def main():
             if version == f"{sys.version_info.major}.{sys.version_info.minor}":
                 continue  # the controller's own, .venv/bin/python<version> on PATH
             found = interpreter(version)
-            if not found:
-                sys.exit(f"sanity: no python{version} on PATH, in .venv*/ or in pyenv; install it or pass --python")
-            (pybin / f"python{version}").symlink_to(found)
+            if found:
+                (pybin / f"python{version}").symlink_to(found)
+            elif in_ci or args.python:
+                sys.exit(f"sanity: no python{version} ($NETMEND_PY{version.replace('.', '')}, PATH, .venv*/, pyenv)")
+            else:
+                say(f"python{version} not found: the Python {version} sanity run did NOT run (CI fails here)")
+                skipped.append(version)
         ensure_get_pip()
         coll = assemble(tmp)
         # Not the playbook project's settings (./dev exports ANSIBLE_CONFIG): ansible-test sets its own.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
         env["PATH"] = f"{pybin}:{VENV_BIN}:{os.environ.get('PATH', '')}"
         skips = [a for t in SKIP for a in ("--skip-test", t)]
-        for version in versions:
+        for version in (v for v in versions if v not in skipped):
             say(f"ansible-test sanity --python {version}")
             started = time.monotonic()
             rc = subprocess.run([str(VENV_BIN / "ansible-test"), "sanity", "--color", "no", "--python", version,
