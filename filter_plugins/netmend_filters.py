@@ -10,11 +10,9 @@ _MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
 
-from netmend.coredns import render_corefile  # noqa: E402
 from netmend.errors import ProblemsError  # noqa: E402
 from netmend.firewalld import FirewalldError, check_port, host_network_ports, node_ports  # noqa: E402
 from netmend.kmod import modules_for  # noqa: E402
-from netmend.kmod import render as render_modules_file  # noqa: E402
 from netmend.proxyconfig import validate as validate_proxy_config  # noqa: E402
 
 # kube-proxy settings Ansible converts before the module sees them ("32768" -> 32768, "yes" -> true).
@@ -27,22 +25,6 @@ def kernel_modules(proxy_mode, ipvs_scheduler="rr", extras=()):
     try:
         return modules_for(proxy_mode, ipvs_scheduler, list(extras))
     except ValueError as exc:
-        raise AnsibleFilterError(str(exc)) from None
-
-
-def kernel_modules_file(names):
-    """The text of netmend's modules-load.d file for `names`, as the kernel role writes it."""
-    try:
-        return render_modules_file(names)
-    except ValueError as exc:
-        raise AnsibleFilterError(str(exc)) from None
-
-
-def corefile(domain, upstreams=(), cache_ttl=30, max_concurrent=1000):
-    """The Corefile the dns role writes (see netmend.coredns.render_corefile)."""
-    try:
-        return render_corefile(domain, list(upstreams), cache_ttl=int(cache_ttl), max_concurrent=int(max_concurrent))
-    except ProblemsError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
@@ -77,5 +59,4 @@ def kube_proxy_problems(settings, prefix="kube_proxy_"):
 class FilterModule:
     def filters(self):
         return {"netmend_kernel_modules": kernel_modules, "netmend_firewall_ports": firewall_ports,
-                "netmend_kernel_modules_file": kernel_modules_file, "netmend_corefile": corefile,
                 "netmend_kube_proxy_problems": kube_proxy_problems}

@@ -103,7 +103,7 @@ def test_every_module_and_action_plugin_has_its_documentation(module_docs):
 
 
 def test_every_filter_has_its_documentation():
-    assert len(FILTERS) >= 5
+    assert len(FILTERS) >= 3
     docs = ansible_doc("-t", "filter", *FILTERS)
     assert sorted(docs) == FILTERS
     for name, entry in docs.items():
