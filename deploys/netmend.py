@@ -11,16 +11,19 @@ inventory (netmend.cluster.build_cluster), flannel's leases read from etcd on th
 (`etcdctl get --prefix <prefix>/subnets/` through the same pyinfra facts), and the pod resolv.conf paths.
 """
 
+from gevent.lock import Semaphore
 from pyinfra import host, logger
 from pyinfra.api import deploy
 
 from netmend.checks import CHECKS
-from netmend.cluster import build_cluster, truth
+from netmend.cluster import NODE_GROUPS, build_cluster, truth
 from netmend.errors import ProblemsError
 from netmend.findings import rank
 from netmend.flannel import etcdctl_argv, parse_etcd_leases
-from netmend.want import SETTINGS, build
+from netmend.want import CONTROL_PLANE_GROUP, SETTINGS, build
 
+from . import ROOT
+from .inventory import Inventory
 from .node import NodeHost, pyinfra_fetch
 from .operations import audit_node, netmend_node
 
@@ -86,6 +89,41 @@ def cluster_truth(nodes, variables, leases, settings):
                  settings.get("health_hostnet_resolv_path") or "")
 
 
+def truth_of(inventory, hosts, first):
+    """netmend.cluster.truth, once for a run, as roles/health works it out: inventory a deploys.inventory.Inventory,
+    hosts {name: pyinfra Host} (the first control-plane node reads etcd for all), first the host whose settings
+    count (the play's run_once host: the first one targeted)."""
+    settings = inventory.settings(first, DATA)
+    groups = inventory.groups()
+    nodes = [(name, group, {"ansible_host": inventory.address(name)})
+             for group in NODE_GROUPS for name in groups.get(group, [])]
+    leases = []
+    first_cp = (groups.get(CONTROL_PLANE_GROUP) or [""])[0]
+    if settings.get("flannel_store") == "etcd" and first_cp:
+        cp = hosts[first_cp]
+        if not cp.connected:
+            cp.connect(show_errors=False)
+        if not cp.connected:
+            raise TruthError(f"{first_cp} (the first control-plane node, which reads flannel's leases) "
+                             "could not be reached")
+        leases = read_leases(NodeHost(pyinfra_fetch(cp, python_of(cp.data))), settings)
+    return cluster_truth(nodes, inventory.prefixed(first, CLUSTER_PREFIXES), leases, settings)
+
+
+_TRUTHS, _TRUTH_LOCK = {}, Semaphore()
+
+
+def truth_for(state):
+    """The truth for a run of the pyinfra command (deploys/pyinfra_inventory.py sets netmend_inventory): worked
+    out once, by the first host's deploy to ask, for every host."""
+    with _TRUTH_LOCK:
+        if id(state) not in _TRUTHS:
+            hosts = list(state.inventory)
+            inventory = Inventory(hosts[0].data.get("netmend_inventory") or ROOT / "inventory" / "lab")
+            _TRUTHS[id(state)] = truth_of(inventory, {h.name: h for h in hosts}, hosts[0].name)
+        return _TRUTHS[id(state)]
+
+
 def groups_of(state):
     """{group: [host names]} of the pyinfra inventory (the Ansible inventory's groups, deploys.run)."""
     groups = {name: [h.name for h in hosts] for name, hosts in state.inventory.groups.items()}
@@ -120,28 +158,31 @@ def summary_line(name, entry):
 
 
 @deploy("netmend audit")
-def netmend_audit(truth_, results):
-    """Audit this host (read-only): results[host.name] = {"want", "result" (netmend.plan.Result)} or {"error"}."""
-    entry = results.setdefault(host.name, {})
+def netmend_audit(truth_=None, results=None):
+    """Audit this host (read-only): results[host.name] = {"want", "result" (netmend.plan.Result)} or {"error"}.
+    truth_: the cluster's truth (default: worked out once for the run, truth_for)."""
+    entry = (results if results is not None else {}).setdefault(host.name, {})
     try:
-        entry["want"] = host_want(host, truth_)
+        entry["want"] = host_want(host, truth_ if truth_ is not None else truth_for(host.state))
         node = NodeHost(pyinfra_fetch(host, python_of(host.data)))
         entry["result"] = audit_node(node, entry["want"], host_checks(host))
     except Exception as exc:  # a node that cannot be audited is reported as not audited, as by Ansible
         entry["error"] = f"{type(exc).__name__}: {exc}"
         logger.error(f"{host.print_prefix}not audited: {entry['error']}")
         return
-    host.noop(summary_line(host.name, entry))
+    host.log(summary_line(host.name, entry))
+    if not entry["result"].findings:
+        host.noop("clean")
 
 
 @deploy("netmend remediate")
-def netmend_remediate(truth_, results, batch=0, proceed=None):
+def netmend_remediate(truth_=None, results=None, batch=0, proceed=None):
     """Fix this host: the netmend_node operation over its want. results[host.name] gets the operation's
-    record (deploys.operations.netmend_node) and its pyinfra OperationMeta (`op`). batch: hosts per batch
-    (pyinfra's _parallel); proceed(): whether this host's batch may start (pyinfra's _if)."""
-    entry = results.setdefault(host.name, {})
+    record (deploys.operations.netmend_node) and its pyinfra OperationMeta (`op`). truth_: as netmend_audit's;
+    batch: hosts per batch (pyinfra's _parallel); proceed(): whether this host's batch may start (pyinfra's _if)."""
+    entry = (results if results is not None else {}).setdefault(host.name, {})
     try:
-        entry["want"] = host_want(host, truth_)
+        entry["want"] = host_want(host, truth_ if truth_ is not None else truth_for(host.state))
     except ProblemsError as exc:
         entry["error"] = f"the settings are not valid; nothing was checked or changed: {exc}"
         logger.error(f"{host.print_prefix}{entry['error']}")

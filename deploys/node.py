@@ -19,12 +19,14 @@ import base64
 import inspect
 import json
 import os
+import posixpath
 import shlex
 
 from pyinfra.api import FactBase
 
 from netmend import facts as core_facts
 from netmend import resolvconf
+from netmend.sysctl import ETC_SYSCTL_CONF, SYSCTL_DIRS
 
 # get_bin_path's search (Ansible, ModuleHost.tool): the PATH, then the sbin directories.
 SEARCH_PATH = 'PATH="$PATH:/sbin:/usr/sbin:/usr/local/sbin"; export PATH'
@@ -66,6 +68,40 @@ def _captured(i, command):
             f"printf ' '; base64 -w0 \"$e\"; echo")
 
 
+def _read(i, path):
+    return (f"if [ -e {path} ]; then base64 -w0 <{path} >\"$o\" 2>\"$e\"; r=$?; printf '%s %s ' {i} \"$r\"; "
+            f"cat \"$o\"; printf ' '; base64 -w0 \"$e\"; echo; else echo '{i} {MISSING}'; fi")
+
+
+def _listdir(i, path):
+    return (f"if [ -d {path} ]; then printf '{i} 0 '; find -H {path} -mindepth 1 -maxdepth 1 -printf '%f\\0' "
+            f"| base64 -w0; echo; else echo '{i} 1'; fi")
+
+
+def _link(i, path):
+    return (f"if [ -L {path} ]; then printf '{i} 0 '; printf %s \"$(realpath -m -- {path})\" | base64 -w0; echo; "
+            f"else echo '{i} 1'; fi")
+
+
+def _tool(i, name):
+    return (f"if p=$(command -v {name} 2>/dev/null) && [ \"${{p#/}}\" != \"$p\" ]; then printf '{i} 0 '; "
+            f"printf %s \"$p\" | base64 -w0; echo; else echo '{i} 1'; fi")
+
+
+def _tree(i, path):
+    """A directory's entries in one read: per entry `f NAME CONTENT` (a regular file, base64) or `o NAME`."""
+    entry = ('n=$(printf %s "${f##*/}" | base64 -w0); if [ -f "$f" ] && c=$(base64 -w0 <"$f" 2>/dev/null); '
+             'then printf \'f %s %s\\n\' "$n" "$c"; else printf \'o %s\\n\' "$n"; fi')
+    return (f"if [ -d {path} ]; then for f in {path}/* {path}/.[!.]* {path}/..?*; do "
+            f"{{ [ -e \"$f\" ] || [ -L \"$f\" ]; }} || continue; {entry}; done >\"$o\"; printf '{i} 0 '; "
+            f"base64 -w0 \"$o\"; echo; elif [ -e {path} ]; then echo '{i} 2'; else echo '{i} 1'; fi")
+
+
+PATH_READS = {"read": _read, "listdir": _listdir, "link": _link, "tool": _tool, "tree": _tree,
+              "isdir": lambda i, path: f"[ -d {path} ]; echo \"{i} $?\"",
+              "isfile": lambda i, path: f"[ -f {path} ]; echo \"{i} $?\""}
+
+
 def request_script(i, request, python="python3"):
     """The shell lines that answer one request, printing one record line `i status [out [err]]`."""
     kind = request[0]
@@ -76,22 +112,14 @@ def request_script(i, request, python="python3"):
     if kind == "dns":
         _, servers, timeout = request
         return _captured(i, f"{_q(python)} -c {_q(DNS_PROBE)} {_q(timeout)} {' '.join(_q(s) for s in servers)}")
-    path = _q(request[1])
-    if kind == "read":
-        return (f"if [ -e {path} ]; then base64 -w0 <{path} >\"$o\" 2>\"$e\"; r=$?; printf '%s %s ' {i} \"$r\"; "
-                f"cat \"$o\"; printf ' '; base64 -w0 \"$e\"; echo; else echo '{i} {MISSING}'; fi")
-    if kind in ("isdir", "isfile"):
-        return f"[ -{kind[2]} {path} ]; echo \"{i} $?\""
-    if kind == "listdir":
-        return (f"if [ -d {path} ]; then printf '{i} 0 '; find -H {path} -mindepth 1 -maxdepth 1 -printf '%f\\0' "
-                f"| base64 -w0; echo; else echo '{i} 1'; fi")
-    if kind == "link":
-        return (f"if [ -L {path} ]; then printf '{i} 0 '; printf %s \"$(realpath -m -- {path})\" | base64 -w0; echo; "
-                f"else echo '{i} 1'; fi")
-    if kind == "tool":
-        return (f"if p=$(command -v {path} 2>/dev/null) && [ \"${{p#/}}\" != \"$p\" ]; then printf '{i} 0 '; "
-                f"printf %s \"$p\" | base64 -w0; echo; else echo '{i} 1'; fi")
-    raise ValueError(f"unknown read {kind!r}")
+    if kind == "resolv-dns":  # every `nameserver` of a resolv.conf, probed: the answer node-dns asks for next
+        _, path, timeout = request
+        servers = (f"$(sed -n 's/^[[:space:]]*nameserver[[:space:]][[:space:]]*\\([^[:space:]#;]*\\).*/\\1/p' "
+                   f"{_q(path)} 2>/dev/null)")
+        return "set -f; " + _captured(i, f"{_q(python)} -c {_q(DNS_PROBE)} {_q(timeout)} {servers}") + "; set +f"
+    if kind not in PATH_READS:
+        raise ValueError(f"unknown read {kind!r}")
+    return PATH_READS[kind](i, _q(request[1]))
 
 
 def batch_script(requests, python="python3"):
@@ -169,8 +197,30 @@ class NodeHost:
         todo = list(dict.fromkeys(r for r in requests if r not in self.known))
         if todo:
             self.rounds += 1
-            for request, record in zip(todo, self.fetch(todo)):
+            for request, record in zip(todo, self.fetch(todo), strict=True):
                 self.known[request] = record
+                if request[0] == "tree":
+                    self._learn_tree(request[1], record)
+
+    def _learn_tree(self, path, record):
+        """What a `tree` read answers for isdir, listdir, isfile and read (a read already made stays)."""
+        status, out, _ = record
+        learnt = {("isdir", path): ("0" if status == "0" else "1", b"", b"")}
+        if status == "1":  # nothing there at all
+            learnt.update({("isfile", path): ("1", b"", b""), ("read", path): (MISSING, b"", b"")})
+        if status == "0":
+            names = []
+            for line in out.decode().splitlines():
+                kind, name, *content = line.split(" ")
+                name = base64.b64decode(name)
+                names.append(name)
+                full = posixpath.join(path, _text(name))
+                learnt[("isfile", full)] = ("0" if kind == "f" else "1", b"", b"")
+                if kind == "f":
+                    learnt[("read", full)] = ("0", base64.b64decode(content[0] if content else ""), b"")
+            learnt[("listdir", path)] = ("0", b"".join(n + b"\0" for n in names), b"")
+        for request, answer in learnt.items():
+            self.known.setdefault(request, answer)
 
     def collect(self, read, extra=()):
         """read() (which asks this host for what it needs) once everything it asks for is known: rounds of
@@ -249,6 +299,11 @@ class NodeHost:
     def dns_answers(self, servers, timeout):
         if not servers:
             return {}
+        for request, (status, out, _) in self.known.items():  # a resolv.conf's servers, probed with its read
+            if request[0] == "resolv-dns" and request[2] == float(timeout) and status == "0":
+                answers = json.loads(out)
+                if all(s in answers for s in servers):
+                    return {s: answers[s] for s in servers}
         request = ("dns", tuple(servers), float(timeout))
         status, out, err = self._ask(request, ("0", json.dumps(dict.fromkeys(servers, True)).encode(), b""))
         if status != "0":
@@ -256,7 +311,19 @@ class NodeHost:
         return json.loads(out)
 
 
+def hints(want, checks):
+    """The reads gather makes only after a first answer, asked for in its first round: the sysctl.d directories
+    with their files (listdir, then each file), and the node's nameservers probed (resolv.conf, then the probe).
+    An answer a hint does not hold (a nameserver the script did not see) is read in a later round."""
+    extra = [*(("tree", d) for d in SYSCTL_DIRS), ("tree", ETC_SYSCTL_CONF), ("isfile", ETC_SYSCTL_CONF),
+             ("read", ETC_SYSCTL_CONF)] if "kernel" in checks else []
+    if "node-dns" in checks:
+        timeout = float((want.get("dns") or {}).get("probe_timeout", 1.0))
+        extra.append(("resolv-dns", resolvconf.ETC_RESOLV_CONF, timeout))
+    return extra
+
+
 def gather(node, want, checks, extra=()):
     """netmend.facts.gather over `node` (a NodeHost), in as few rounds as the reads allow (`extra`: more
-    requests to read in the first round)."""
-    return node.collect(lambda: core_facts.gather(node, want, checks), extra)
+    requests to read in the first round, beside the hints)."""
+    return node.collect(lambda: core_facts.gather(node, want, checks), [*hints(want, checks), *extra])

@@ -9,12 +9,15 @@ touches a chain netmend does not own (netmend.plan.owned_only), as netmend.plan.
 
 How each kind of step runs (`Steps.commands`):
 
-| kind | commands |
-|---|---|
-| iptables, ip, bridge, command | the core's own argv (`Action.argvs()`) with LC_ALL=C; a payload is uploaded to a temp file and fed on standard input (`< file`), then removed; `@service NAME VERB` is `systemctl VERB NAME` on a node with /run/systemd/system, else `service NAME VERB` |
-| proc | `printf %s VALUE > /proc/sys/...` |
-| file | the new text uploaded, then in one shell: the directory made, the old file copied to `PATH.<time>.netmend~` when it exists and differs, the new one given the old one's mode and owner (or the step's mode) and moved into place (rename, atomic) |
-| firewalld | netmend.firewalld.reconcile over the zones as the node shows them when the step is reached: one `firewall-cmd` per change, runtime and permanent, then netmend's record (the state file) |
+- iptables, ip, bridge, command: the core's own argv (`Action.argvs()`) with LC_ALL=C; a payload is uploaded to
+  a temp file and fed on standard input (`< file`), then removed. `@service NAME VERB` is `systemctl VERB NAME` on
+  a node with /run/systemd/system, else `service NAME VERB` (ModuleHost.service's choice).
+- proc: `printf %s VALUE > /proc/sys/...`.
+- file: the new text uploaded, then one shell: the directory made, the old file copied to `PATH.<time>.netmend~`
+  when it exists and differs, the new one given the old one's mode and owner (or the step's mode) and moved into
+  place (a rename, atomic).
+- firewalld: netmend.firewalld.reconcile over the zones as the node shows them when the step is reached: one
+  `firewall-cmd` per change, runtime and permanent, then netmend's record (the state file).
 
 Unlike netmend.plan.execute, nothing is rolled back when a step fails: pyinfra stops the operation at the
 failed command; files rewritten before it keep their backups (docs/pyinfra.md).
@@ -86,9 +89,8 @@ class Steps:
         elif action.kind == "firewalld":
             yield from self.firewalld(action.payload)
         else:
-            for i, (argv, data) in enumerate(action.argvs()):
-                if argv[0] == "@service":
-                    argv = self.service(argv[1], argv[2])
+            for i, (words, data) in enumerate(action.argvs()):
+                argv = self.service(words[1], words[2]) if words[0] == "@service" else words
                 line = f"LC_ALL=C {shell(argv)}"
                 if data is None:
                     yield StringCommand(line)

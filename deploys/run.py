@@ -36,25 +36,14 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 from pyinfra.context import ctx_host, ctx_state
 
-from netmend.cluster import NODE_GROUPS
 from netmend.errors import ProblemsError
 from netmend.findings import SEVERITIES, gate, to_json, to_junit, to_markdown, to_prometheus
+from netmend.plan import owned_only
 from netmend.want import CONTROL_PLANE_GROUP
 
 from . import ROOT
 from .inventory import Inventory
-from .netmend import (
-    CLUSTER_PREFIXES,
-    DATA,
-    TruthError,
-    cluster_truth,
-    netmend_audit,
-    netmend_remediate,
-    python_of,
-    read_leases,
-    summary_line,
-)
-from .node import NodeHost, pyinfra_fetch
+from .netmend import DATA, TruthError, netmend_audit, netmend_remediate, summary_line, truth_of
 
 CLUSTER_GROUP = "k8s_cluster"
 FILES = {"report.json": to_json, "junit.xml": to_junit, "netmend.prom": to_prometheus, "report.md": to_markdown}
@@ -71,6 +60,8 @@ class Usage(Exception):
 def select(inventory, limit):
     """The k8s_cluster hosts, in inventory order, that `limit` (host or group names, comma-separated) names."""
     hosts = inventory.hosts(CLUSTER_GROUP)
+    if not hosts:
+        raise Usage(f"the inventory has no host in the group {CLUSTER_GROUP}")
     if not limit:
         return hosts
     groups = inventory.groups()
@@ -88,15 +79,32 @@ def select(inventory, limit):
     return chosen
 
 
+def host_data(inventory, hosts):
+    """{host: pyinfra host data}: its ssh data and the roles' settings (the deploys' data keys)."""
+    return {h: {**inventory.settings(h, DATA), **inventory.connection(h)} for h in hosts}
+
+
 def pyinfra_inventory(inventory, hosts):
     """pyinfra's Inventory: the hosts with their ssh data and the roles' settings, the Ansible groups."""
-    data = {h: {**inventory.settings(h, DATA), **inventory.connection(h)} for h in hosts}
+    data = host_data(inventory, hosts)
     groups = {}
     for name, members in inventory.groups().items():
         mine = [m for m in members if m in data]
         if name != "all" and mine:
             groups[name] = (mine, {})
     return PyinfraInventory(([(h, data[h]) for h in hosts], {}), **groups)
+
+
+def inventory_groups(source):
+    """The Ansible inventory `source` as a pyinfra inventory file's groups: {group: [(host, data)]} for the
+    k8s_cluster hosts (deploys/pyinfra_inventory.py), each host's data naming the inventory for truth_for."""
+    inventory = Inventory(source)
+    hosts = inventory.hosts(CLUSTER_GROUP)
+    data = host_data(inventory, hosts)
+    for entry in data.values():
+        entry["netmend_inventory"] = str(Path(source).resolve())
+    return {name: [(m, data[m]) for m in members if m in data]
+            for name, members in inventory.groups().items() if name != "all" and any(m in data for m in members)}
 
 
 def connect(inventory, targets):
@@ -115,23 +123,6 @@ def connect(inventory, targets):
     by_name = {h.name: h for h in pyinv}
     missing = [h for h in targets if by_name[h] not in state.active_hosts]
     return state, by_name, missing
-
-
-def work_out_truth(inventory, state, by_name, targets):
-    """netmend.cluster.truth, once for the run, as roles/health does (the run_once host: the first target)."""
-    first = targets[0]
-    settings = inventory.settings(first, DATA)
-    nodes = [(name, group, {"ansible_host": inventory.address(name)})
-             for group in NODE_GROUPS for name in inventory.groups().get(group, [])]
-    leases = []
-    first_cp = (inventory.groups().get(CONTROL_PLANE_GROUP) or [""])[0]
-    if settings.get("flannel_store") == "etcd" and first_cp:
-        cp = by_name[first_cp]
-        if cp not in state.active_hosts:
-            raise TruthError(f"{first_cp} (the first control-plane node, which reads flannel's leases) "
-                             "could not be reached")
-        leases = read_leases(NodeHost(pyinfra_fetch(cp, python_of(cp.data))), settings)
-    return cluster_truth(nodes, inventory.prefixed(first, CLUSTER_PREFIXES), leases, settings)
 
 
 def in_parallel(state, hosts, func, *args, **kwargs):
@@ -187,7 +178,8 @@ def show_plan(name, result):
         return [f"{name}: nothing to do"]
     lines = [f"{name}: {len(result.actions)} steps"]
     for action in result.actions:
-        lines.append(f"  - {action.describe()}")
+        refused = "" if owned_only(action) else "  (REFUSED: it touches a chain netmend does not own)"
+        lines.append(f"  - {action.describe()}{refused}")
         diff = action.diff()
         lines += ["    " + line.rstrip("\n") for line in difflib.unified_diff(
             diff["before"].splitlines(keepends=True), diff["after"].splitlines(keepends=True),
@@ -280,20 +272,22 @@ def main(argv=None):
         targets = select(inventory, args.limit)
         state, by_name, missing = connect(inventory, targets)
         live = [by_name[h] for h in targets if h not in missing]
-        truth = work_out_truth(inventory, state, by_name, targets)
+        truth = truth_of(inventory, by_name, targets[0])
     except (Usage, TruthError, ProblemsError, OSError) as exc:
         print(f"netmend: nothing was checked or changed: {exc}", file=sys.stderr)
         return 2
     try:
+        run = {"state": state, "live": live, "targets": targets, "missing": missing, "truth": truth}
         if args.command == "audit" or args.dry:
-            return _audit(args, state, live, targets, truth, started)
-        return _remediate(args, inventory, state, live, targets, missing, truth)
+            return _audit(args, run, started)
+        return _remediate(args, inventory, run)
     finally:
         disconnect_all(state)
 
 
-def _audit(args, state, live, targets, truth, started):
-    results = audit(state, live, truth)
+def _audit(args, run, started):
+    targets = run["targets"]
+    results = audit(run["state"], run["live"], run["truth"])
     if args.dry:
         for name in targets:
             entry = results.get(name) or {}
@@ -309,12 +303,13 @@ def _audit(args, state, live, targets, truth, started):
     return 1 if failed else 0
 
 
-def _remediate(args, inventory, state, live, targets, missing, truth):  # noqa: PLR0913, PLR0917
+def _remediate(args, inventory, run):
+    targets, missing = run["targets"], run["missing"]
     first = inventory.settings(targets[0], ("netmend_remediate_serial", "netmend_remediate_max_fail_percentage"))
     serial = args.serial if args.serial is not None else int(first.get("netmend_remediate_serial") or 1)
     max_fail = (args.max_fail_percentage if args.max_fail_percentage is not None
                 else float(first.get("netmend_remediate_max_fail_percentage") or 0))
-    results, error = remediate(state, live, truth, serial, max_fail) if live else ({}, "")
+    results, error = remediate(run["state"], run["live"], run["truth"], serial, max_fail) if run["live"] else ({}, "")
     summary, ok = {}, not error
     for name in targets:
         if name in missing:

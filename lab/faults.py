@@ -240,7 +240,11 @@ def firewalld_default_zone_recover(ctx):
             # (the operator's own, which a firewalld start flushes too) are not this fault's to restore.
             rules = ctx.sh("iptables", "-w", "5", "-S").stdout.splitlines()
             if rec["netmend_jump"] not in rules:
-                ctx.restore(rec["netmend_forward"])
+                # At its old position, or last when rules above it (the operator's, flushed by the
+                # firewalld restart) are gone: iptables refuses an insert past the chain's end.
+                forward = sum(1 for r in rules if r.startswith("-A FORWARD "))
+                ctx.restore(re.sub(r"^-I FORWARD (\d+) ", lambda m: f"-I FORWARD {min(int(m[1]), forward + 1)} ",
+                                   rec["netmend_forward"], flags=re.M))
                 seen.clear()
                 return False
             seen.append(time.monotonic())

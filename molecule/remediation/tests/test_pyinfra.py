@@ -5,10 +5,11 @@ The lab starts clean for both: both audits report nothing and the same checks on
 fault of lab.faults.FAULTS on its default node: inject -> the pyinfra audit reports exactly the fault's finding
 IDs on that node and nothing else (the set the fault matrix, test_matrix.py, asserts for playbooks/audit.yml,
 which NETMEND_PARITY_ANSIBLE=1 also runs here to compare directly), and exits non-zero exactly when one reaches
-the error gate -> pyinfra remediate on the faulty node -> the pyinfra audit is clean on every node -> every probe
-passes -> a second pyinfra remediate changes nothing. The operator's canaries (tests/remediation/canaries.yml)
-are byte-identical and the fault-free nodes' networking state is unchanged, as in the fault matrix (its
-CANARIES and NODE_STATE). `lab recover` after each case.
+the error gate -> pyinfra remediate on the faulty node, whose own audit after the fix finds nothing -> every
+probe passes -> a second pyinfra remediate on every node (all at once) audits every node clean and changes
+nothing (the audit a remediate runs before it plans is the audit's own code: deploys.operations.audit_node).
+The operator's canaries (tests/remediation/canaries.yml) are byte-identical and the fault-free nodes' networking
+state is unchanged, as in the fault matrix (its CANARIES and NODE_STATE). `lab recover` after each case.
 
 Run directly: .venv/bin/python -m pytest -s molecule/remediation/tests/test_pyinfra.py (-s prints the time
 each step took).
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ from tests.labutil import probe_results, settled_failures
 
 DEPLOYS = [sys.executable, "-m", "deploys"]
 COMPARE_ANSIBLE = os.environ.get("NETMEND_PARITY_ANSIBLE", "") not in ("", "0")
+MARK = "@@netmend-parity@@"
 TIMES = defaultdict(list)  # step -> seconds, one entry per call
 
 
@@ -73,17 +76,27 @@ def ansible_audit():
     return proc, {(f["node"], f["id"]) for f in report["findings"]}, report
 
 
-def pyinfra_remediate(limit):
+def pyinfra_remediate(limit, *more):
     """{node: outcome} of `python -m deploys remediate --limit NODES` (its --summary)."""
     with tempfile.TemporaryDirectory() as tmp, timed("pyinfra remediate"):
         summary = Path(tmp) / "summary.json"
-        proc = run([*DEPLOYS, "remediate", "--limit", limit, "--summary", str(summary)])
+        proc = run([*DEPLOYS, "remediate", "--limit", limit, "--summary", str(summary), *more])
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
         return json.loads(summary.read_text())["hosts"]
 
 
-def canary_state():
-    return {name: host(name).run(CANARIES).stdout for name in NODES}
+def node_reads(faulty=None):
+    """({node: canaries}, {fault-free node: NODE_STATE}) of every node, one ssh command each, all at once."""
+
+    def read(name):
+        state = f"{{ {NODE_STATE}; }}" if name != faulty else "true"
+        out = host(name).run(f"{{ {CANARIES}; }}; echo {MARK}; {state}").stdout
+        canary, _, rest = out.partition(f"{MARK}\n")
+        return canary, rest
+
+    with ThreadPoolExecutor(max_workers=len(NODES)) as pool:
+        reads = dict(zip(NODES, pool.map(read, NODES), strict=True))
+    return {n: c for n, (c, _) in reads.items()}, {n: st for n, (_, st) in reads.items() if n != faulty}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +112,7 @@ def canary_baseline():
     assert settled_failures(probe_results()) == set()
     with timed("canaries (playbook)"):
         canaries()
-    yield canary_state()
+    yield node_reads()[0]
     lab("recover")
     total = sum(sum(v) for v in TIMES.values())
     print(f"\ntest_pyinfra: {total:.0f} s in the timed steps")
@@ -107,16 +120,19 @@ def canary_baseline():
         print(f"  {step:24} {len(values):3} x {sum(values) / len(values):5.1f} s = {sum(values):6.1f} s")
 
 
-def installed_canaries(baseline):
-    """The canaries as the nodes show them, (re)installed only when the inject changed them (a firewalld
-    restart flushes iptables): the playbook costs seconds, a read a fraction."""
-    with timed("canaries (read)"):
-        now = canary_state()
+def installed(baseline, faulty):
+    """The canaries and the fault-free nodes' state after the inject; the canaries are (re)installed only when
+    the inject changed them (a firewalld restart flushes iptables): the playbook costs seconds, a read less."""
+    with timed("canaries and state"):
+        now, state = node_reads(faulty)
     if now == baseline:
-        return now
+        return now, state
+    print(f"\n  the inject changed the canaries of {', '.join(n for n in NODES if now[n] != baseline[n])}: "
+          "tests/remediation/canaries.yml again")
     with timed("canaries (playbook)"):
         canaries()
-    return canary_state()
+    with timed("canaries and state"):
+        return node_reads(faulty)
 
 
 @pytest.mark.parametrize("fault", faults.FAULTS, ids=[f.name for f in faults.FAULTS])
@@ -125,9 +141,7 @@ def test_the_pyinfra_front_end_finds_and_fixes_the_fault_as_ansible_does(fault, 
     try:
         with timed("inject"):
             lab("inject", fault.name, "--node", node)
-        before_canaries = installed_canaries(canary_baseline)
-        with timed("node state"):
-            before_state = {n: host(n).check_output(NODE_STATE) for n in NODES if n != node}
+        before_canaries, before_state = installed(canary_baseline, node)
 
         expected = {(node, fid) for fid in fault.findings}
         proc, found, _report = pyinfra_audit()
@@ -143,17 +157,19 @@ def test_the_pyinfra_front_end_finds_and_fixes_the_fault_as_ansible_does(fault, 
         assert outcome["changed"] and outcome["done"] == outcome["planned"], outcome
         assert not outcome["stuck"] and not outcome["failed"], outcome
 
-        proc, found, _report = pyinfra_audit()
-        assert not found and proc.returncode == 0, proc.stdout[-4000:]
+        assert outcome["remaining"] == [], "the remediation's own audit after the fix"
         with timed("probes"):
             assert settled_failures(probe_results()) == set()
-        again = pyinfra_remediate(node)[node]
-        assert not again["changed"] and not again["findings"], f"a second remediate changes nothing: {again}"
+        # The second remediate audits every node before it plans: that audit is the clean one, and it plans nothing.
+        again = pyinfra_remediate(",".join(NODES), "--serial", str(len(NODES)))
+        assert {n: again[n]["findings"] for n in NODES} == {n: [] for n in NODES}, f"not clean: {again}"
+        assert not any(again[n]["changed"] for n in NODES), f"a second remediate changes nothing: {again}"
 
         with timed("canaries and state"):
-            assert canary_state() == before_canaries
-            for n, text in before_state.items():
-                assert host(n).check_output(NODE_STATE) == text, f"{n} had no fault but changed"
+            after_canaries, after_state = node_reads(node)
+        assert after_canaries == before_canaries, "the operator's canaries are byte-identical"
+        for n, text in before_state.items():
+            assert after_state[n] == text, f"{n} had no fault but changed"
     finally:
         with timed("recover"):
             lab("recover")
