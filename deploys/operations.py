@@ -36,7 +36,7 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, Stri
 from netmend import firewalld
 from netmend.checks import CHECKS, audit
 from netmend.errors import ProblemsError
-from netmend.plan import KINDS, owned_only
+from netmend.plan import refusal
 from netmend.want import check_want
 
 from .node import NodeHost, gather, pyinfra_fetch
@@ -53,10 +53,9 @@ class PlanRefused(OperationError):
 def refuse(actions):
     """Raise PlanRefused for the first step netmend.plan.execute would refuse (firewalld steps are run here)."""
     for action in actions:
-        if action.kind not in KINDS:
-            raise PlanRefused(f"unknown plan step kind {action.kind!r} ({action.describe()}); nothing ran")
-        if not owned_only(action):
-            raise PlanRefused(f"refusing {action.describe()}: it touches a chain netmend does not own; nothing ran")
+        why = refusal(action)
+        if why:
+            raise PlanRefused(f"{why}; nothing ran")
 
 
 def shell(argv):

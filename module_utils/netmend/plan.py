@@ -99,6 +99,16 @@ def owned_only(action):
     return True
 
 
+def refusal(action):
+    """Why netmend does not run this step (an unknown kind, or an iptables payload that touches a chain
+    netmend does not own), or None. Every front end's executor asks before anything of a plan runs."""
+    if action.kind not in KINDS:
+        return f"unknown plan step kind {action.kind!r} ({action.describe()})"
+    if not owned_only(action):
+        return f"refusing {action.describe()}: it touches a chain netmend does not own"
+    return None
+
+
 class ExecutionError(RuntimeError):
     """A step of a plan failed; `done` is what ran before it, `rolled_back` what was undone."""
 
@@ -113,10 +123,9 @@ def execute(actions, host, firewalld=None):
     transaction of firewall-cmd calls); a plan with such a step and no hook is refused before anything runs.
     """
     for action in actions:
-        if action.kind not in KINDS:
-            raise ExecutionError(f"unknown plan step kind {action.kind!r} ({action.describe()})")
-        if not owned_only(action):
-            raise ExecutionError(f"refusing {action.describe()}: it touches a chain netmend does not own")
+        why = refusal(action)
+        if why:
+            raise ExecutionError(why)
         if action.kind == "firewalld" and firewalld is None:
             raise ExecutionError(f"{action.describe()}: this front end cannot change firewalld")
     backups, undo, done = [], [], []

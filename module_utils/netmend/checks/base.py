@@ -32,11 +32,6 @@ class Audit:
     def __init__(self, want, facts, catalog):
         self.want, self.facts, self.catalog, self.result = want, facts, catalog, Result()
 
-    # The checks read facts as `a.state` (the name the node's gathered state had before facts existed).
-    @property
-    def state(self):
-        return self.facts
-
     def find(self, fid, summary, expected, actual, fix, evidence=(), actions=()):  # noqa: PLR0913, PLR0917
         spec = self.catalog[fid]
         self.result.findings.append(Finding(fid, spec.severity, self.want["node"], spec.component, summary,
