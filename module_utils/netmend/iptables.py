@@ -31,7 +31,16 @@ class Table:
     rules: list = field(default_factory=list)  # (chain, full "-A CHAIN ..." line)
 
     def chain_rules(self, chain):
+        """The rules of one chain: one pass over the table. For many lookups, index() once."""
         return [line for c, line in self.rules if c == chain]
+
+    def index(self):
+        """{chain: [its rule lines, in order]} in one pass over the table, for checks that look up many
+        chains (one per service): each lookup is then a dict access, not a pass over every rule."""
+        by_chain = {chain: [] for chain in self.policies}
+        for chain, line in self.rules:
+            by_chain.setdefault(chain, []).append(line)
+        return by_chain
 
 
 def parse_save(text):

@@ -38,6 +38,10 @@ class Audit:
                                             expected, actual, fix, tuple(str(e) for e in evidence)))
         self.result.actions.extend(actions)
 
+    def find_more(self, *actions):
+        """Plan actions that fix findings already reported (one transaction for several findings)."""
+        self.result.actions.extend(actions)
+
     def skip(self, check, why):
         self.result.skipped.append((check, why))
 
@@ -55,13 +59,13 @@ def matches(rule, flag, value):
 
 def reachable(table, start, limit=64):
     """The rules of `start` and of every chain it jumps to, transitively (bounded), in order."""
-    seen, todo, rules = set(), [start], []
+    seen, todo, rules, by_chain = set(), [start], [], table.index()
     while todo and len(seen) < limit:
         chain = todo.pop(0)
         if chain in seen:
             continue
         seen.add(chain)
-        for line in table.chain_rules(chain):
+        for line in by_chain.get(chain, []):
             rules.append(line)
             target = rule_target(line)
             if target in table.policies and target not in seen:

@@ -21,33 +21,42 @@ def run(a):
     if nat is None:
         return
     pod_net = ipaddress.ip_network(a.want["pod_cidr"])
+    rules = nat.index()  # one pass over the table, not one per service
+    fix = {"chains": {}, "delete": [], "before": [], "finding": None}
     for svc in a.want.get("services") or []:
         chain = kubeproxy.service_chain(svc["namespace"], svc["name"], svc.get("port_name", ""), svc["protocol"])
-        if chain not in nat.policies or not svc.get("endpoints"):
+        if chain not in rules or not svc.get("endpoints"):
             continue
-        jumps = [r for r in nat.chain_rules(chain) if (rule_target(r) or "").startswith("KUBE-SEP-")]
-        current = {rule_target(r): _destination(nat.chain_rules(rule_target(r))) for r in jumps}
+        jumps = [r for r in rules[chain] if (rule_target(r) or "").startswith("KUBE-SEP-")]
+        current = {rule_target(r): _destination(rules.get(rule_target(r), [])) for r in jumps}
         wanted = list(svc["endpoints"])
         stale = {sep: dest for sep, dest in current.items() if dest is not None and dest not in wanted}
         if stale:
-            _report(a, svc, chain, pod_net, (nat, jumps, current, stale))
+            chains, doomed, before = _rewrite(rules, svc, chain, jumps, current, stale)
+            fix["chains"].update(chains)
+            fix["delete"] += doomed
+            fix["before"].append(before)
+            first = _report(a, svc, chain, pod_net, stale)
+            fix["finding"] = fix["finding"] or first
+    if fix["finding"]:
+        # Every stale service of the node in one iptables-restore --noflush: one transaction, not one per service.
+        payload = restore_payload("nat", fix["chains"], delete=fix["delete"])
+        a.find_more(Action(fix["finding"], "iptables", "nat", payload, "".join(fix["before"]), payload))
 
 
-def _report(a, svc, chain, pod_net, state):
-    nat, jumps, current, stale = state
-    payload, before = _rewrite(nat, svc, chain, jumps, current, stale)
+def _report(a, svc, chain, pod_net, stale):
+    """The service's findings, one per kind of stale destination; returns the first finding's ID."""
     spn = kubeproxy.service_port_name(svc["namespace"], svc["name"], svc.get("port_name", "")).rstrip(":")
     by_kind = {}
     for sep, dest in sorted(stale.items()):
         by_kind.setdefault(_kind(dest, pod_net), []).append((sep, dest))
-    action_done = False
     for fid, items in sorted(by_kind.items()):
         a.find(fid, f"service {spn} ({svc['cluster_ip']}:{svc['port']}) DNATs to {WHAT[fid]}",
                "endpoints " + ", ".join(svc["endpoints"]), "DNAT to " + ", ".join(d for _, d in items),
-               f"rewrite the stale KUBE-SEP chains of {chain} and its jumps (one iptables-restore --noflush)",
-               [f"{sep}: DNAT --to-destination {dest}" for sep, dest in items],
-               [] if action_done else [Action(fid, "iptables", "nat", payload, before, payload)])
-        action_done = True
+               f"rewrite the stale KUBE-SEP chains of {chain} and its jumps (one iptables-restore --noflush "
+               "for every stale service of the node)",
+               [f"{sep}: DNAT --to-destination {dest}" for sep, dest in items])
+    return min(by_kind)
 
 
 def _kind(dest, pod_net):
@@ -74,10 +83,11 @@ def _parses(dest):
     return True
 
 
-def _rewrite(nat, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR0917
-    """One --noflush transaction: the service chain's other rules kept in place, its endpoint jumps
-    rewritten for the wanted endpoints, new KUBE-SEP chains made from a stale one's rules (kube-proxy's
-    own grammar when every stale one is corrupt), stale ones deleted."""
+def _rewrite(rules, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR0917
+    """The service's part of the one --noflush transaction: (chains, doomed, before). The service chain's
+    other rules kept in place, its endpoint jumps rewritten for the wanted endpoints, new KUBE-SEP chains
+    made from a stale one's rules (kube-proxy's own grammar when every stale one is corrupt), stale ones
+    to delete."""
     ns, name, port_name, proto = svc["namespace"], svc["name"], svc.get("port_name", ""), svc["protocol"]
     wanted = list(svc["endpoints"])
     by_dest = {dest: sep for sep, dest in current.items() if sep not in stale}
@@ -90,13 +100,13 @@ def _rewrite(nat, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR0917
             continue
         if templates:
             sep_chains[sep] = [_retarget(line, templates[0], sep, stale[templates[0]], dest)
-                               for line in nat.chain_rules(templates[0])]
+                               for line in rules[templates[0]]]
         else:
             sep_chains[sep] = kubeproxy.endpoint_rules(sep, dest, proto)
     jump_template = jumps[-1]
     template_dest = current[rule_target(jump_template)]
     svc_rules, placed = [], False
-    for line in nat.chain_rules(chain):
+    for line in rules[chain]:
         if line in jumps:
             if not placed:
                 svc_rules += _jumps(jump_template, template_dest if _parses(template_dest or "") else None,
@@ -105,9 +115,8 @@ def _rewrite(nat, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR0917
             continue
         svc_rules.append(line)
     doomed = sorted(s for s in stale if s not in new_seps)
-    payload = restore_payload("nat", {chain: svc_rules, **sep_chains}, delete=doomed)
-    before = "".join(f"{r}\n" for c in [chain, *sorted(current)] for r in nat.chain_rules(c))
-    return payload, before
+    before = "".join(f"{r}\n" for c in [chain, *sorted(current)] for r in rules.get(c, []))
+    return {chain: svc_rules, **sep_chains}, doomed, before
 
 
 def _retarget(line, old_chain, new_chain, old_dest, new_dest):
