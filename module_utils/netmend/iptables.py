@@ -17,6 +17,7 @@ BUILTIN_CHAINS = {
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
 _CHAIN_LINE = re.compile(r"^:(\S+) (\S+)(?: \[\d+:\d+\])?$")
+_COUNTERS = re.compile(r"^\[\d+:\d+\] (?=-A )")  # `iptables-save -c`: "[packets:bytes] -A CHAIN ..."
 _VERSION = re.compile(r"^ip6?tables(?:-\S+)? v(\d+(?:\.\d+)*)(?: \((legacy|nf_tables)\))?")
 
 
@@ -44,10 +45,10 @@ class Table:
 
 
 def parse_save(text):
-    """Parse `iptables-save` output into {table name: Table}."""
+    """Parse `iptables-save` output (`-c`'s rule counters too, dropped) into {table name: Table}."""
     tables, current = {}, None
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+        line = _COUNTERS.sub("", raw.strip(), count=1)
         if not line or line.startswith("#"):
             continue
         if line.startswith("*"):
