@@ -129,3 +129,37 @@ def test_the_fixture_host_serves_text_as_the_core_reads_a_node():
     assert host.read("/etc/sysctl.conf") is None
     assert host.link_target("/etc/resolv.conf") == "/run/systemd/resolve/stub-resolv.conf"
     assert host.dns_answers(["203.0.113.10", "198.51.100.53"], 1.0) == {"203.0.113.10": False}
+
+
+def test_the_repair_of_a_service_with_session_affinity_keeps_its_affinity_for_the_new_endpoint_chain():
+    """kube-proxy's ClientIP affinity: the service chain's `-m recent --rcheck ... --name SEP -j SEP` rule per
+    endpoint and the endpoint chain's `-m recent --set --name SEP`. The repair writes both for the new endpoint
+    chain, and no rule names a recent list of a chain the transaction deletes. The replayed table audits clean."""
+    case = load(CASES / "kube-proxy" / "stale-with-session-affinity")
+    gathered, result = case.run()
+    fixed = replay_iptables(gathered["iptables"], result.actions)
+    nat = fixed["nat"].index()
+    svc = nat["KUBE-SVC-EDVMF3IXK2ZILKRW"]
+    new_sep = svc[-1].split()[-1]
+    assert new_sep.startswith("KUBE-SEP-") and new_sep != "KUBE-SEP-MLSG6P3IBUPRM47A"
+    assert svc == [
+        '-A KUBE-SVC-EDVMF3IXK2ZILKRW -m comment --comment "default/hello-world-single: -> 10.244.1.5:8080" '
+        f"-m recent --rcheck --seconds 10800 --reap --name {new_sep} --mask 255.255.255.255 --rsource -j {new_sep}",
+        f"-A KUBE-SVC-EDVMF3IXK2ZILKRW -j {new_sep}"]
+    assert nat[new_sep] == [
+        f"-A {new_sep} -s 10.244.1.5/32 -j KUBE-MARK-MASQ",
+        f"-A {new_sep} -p tcp -m recent --set --name {new_sep} --mask 255.255.255.255 --rsource -m tcp "
+        "-j DNAT --to-destination 10.244.1.5:8080"]
+    names = {line.split("--name ")[1].split()[0] for rules in nat.values() for line in rules if "--name " in line}
+    assert names <= set(nat), f"recent lists of chains that are gone: {sorted(names - set(nat))}"
+    host = FixtureHost({**case.host().commands, "iptables-save": (0, _save_text(fixed), "")}, case.host().files,
+                       dns=case.host().dns)
+    assert run(host, case.want, ["kube-proxy"])[1].findings == []
+
+
+def _save_text(tables):
+    lines = []
+    for name, table in tables.items():
+        lines += [f"*{name}", *(f":{c} {p} [0:0]" for c, p in table.policies.items()),
+                  *(line for _, line in table.rules), "COMMIT"]
+    return "\n".join(lines) + "\n"

@@ -103,12 +103,18 @@ def _rewrite(rules, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR091
                                for line in rules[templates[0]]]
         else:
             sep_chains[sep] = kubeproxy.endpoint_rules(sep, dest, proto)
-    jump_template = jumps[-1]
+    # ClientIP affinity: kube-proxy writes one `-m recent --rcheck ... --name SEP -j SEP` per endpoint ahead of the
+    # statistic jumps; they are written again for the new endpoint chains, from the first one.
+    affinity = [r for r in jumps if " --rcheck " in r]
+    spread = [r for r in jumps if " --rcheck " not in r] or jumps
+    jump_template = spread[-1]
     template_dest = current[rule_target(jump_template)]
     svc_rules, placed = [], False
     for line in rules[chain]:
         if line in jumps:
             if not placed:
+                if affinity:
+                    svc_rules += _affinity(affinity[0], current[rule_target(affinity[0])], wanted, new_seps)
                 svc_rules += _jumps(jump_template, template_dest if _parses(template_dest or "") else None,
                                     wanted, new_seps)
                 placed = True
@@ -120,9 +126,22 @@ def _rewrite(rules, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR091
 
 
 def _retarget(line, old_chain, new_chain, old_dest, new_dest):
+    """An endpoint chain's rule for another endpoint: its chain, its recent list (affinity), its addresses."""
     old_ip, new_ip = old_dest.rpartition(":")[0], new_dest.rpartition(":")[0]
-    line = line.replace(f"-A {old_chain} ", f"-A {new_chain} ", 1).replace(old_dest, new_dest)
-    return line.replace(f"-s {old_ip}/32", f"-s {new_ip}/32")
+    line = line.replace(f"-A {old_chain} ", f"-A {new_chain} ", 1)
+    line = line.replace(f"--name {old_chain} ", f"--name {new_chain} ")
+    return line.replace(old_dest, new_dest).replace(f"-s {old_ip}/32", f"-s {new_ip}/32")
+
+
+def _affinity(template, template_dest, wanted, seps):
+    """The service chain's affinity rules for every endpoint, from one of them (its recent list and target are
+    its endpoint chain, its comment may name its endpoint)."""
+    sep = rule_target(template)
+    out = []
+    for dest, new_sep in zip(wanted, seps):
+        line = template.replace(f"--name {sep} ", f"--name {new_sep} ").replace(f"-j {sep}", f"-j {new_sep}")
+        out.append(line.replace(template_dest, dest) if template_dest and _parses(template_dest) else line)
+    return out
 
 
 def _jumps(template, template_dest, wanted, seps):
