@@ -22,7 +22,7 @@ def run(a):
         return
     pod_net = ipaddress.ip_network(a.want["pod_cidr"])
     rules = nat.index()  # one pass over the table, not one per service
-    fix = {"chains": {}, "delete": [], "before": [], "finding": None}
+    chains, doomed, before, first = {}, [], [], None  # the one transaction for every stale service
     for svc in a.want.get("services") or []:
         chain = kubeproxy.service_chain(svc["namespace"], svc["name"], svc.get("port_name", ""), svc["protocol"])
         if chain not in rules or not svc.get("endpoints"):
@@ -32,16 +32,16 @@ def run(a):
         wanted = list(svc["endpoints"])
         stale = {sep: dest for sep, dest in current.items() if dest is not None and dest not in wanted}
         if stale:
-            chains, doomed, before = _rewrite(rules, svc, chain, jumps, current, stale)
-            fix["chains"].update(chains)
-            fix["delete"] += doomed
-            fix["before"].append(before)
-            first = _report(a, svc, chain, pod_net, stale)
-            fix["finding"] = fix["finding"] or first
-    if fix["finding"]:
+            svc_chains, svc_doomed, svc_before = _rewrite(rules, svc, chain, jumps, current, stale)
+            chains.update(svc_chains)
+            doomed += svc_doomed
+            before.append(svc_before)
+            fid = _report(a, svc, chain, pod_net, stale)
+            first = first or fid
+    if first:
         # Every stale service of the node in one iptables-restore --noflush: one transaction, not one per service.
-        payload = restore_payload("nat", fix["chains"], delete=fix["delete"])
-        a.find_more(Action(fix["finding"], "iptables", "nat", payload, "".join(fix["before"]), payload))
+        payload = restore_payload("nat", chains, delete=doomed)
+        a.find_more(Action(first, "iptables", "nat", payload, "".join(before), payload))
 
 
 def _report(a, svc, chain, pod_net, stale):

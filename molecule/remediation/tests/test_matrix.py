@@ -214,7 +214,7 @@ def inject(combo, baseline):
     return installed(baseline, {node for _, node in combo})
 
 
-def expected_broken(combo):
+def only_its_probes_fail(combo):
     results = probe_results()
     broken = set()
     for name, node in combo:
@@ -228,7 +228,7 @@ def test_both_front_ends_find_and_fix_the_fault(fault, baseline):
     expected = {(node, fid) for fid in fault.findings}
     try:
         before_canaries, before_state = inject(combo, baseline)
-        expected_broken(combo)
+        only_its_probes_fail(combo)
 
         proc, found, _ = audit()
         assert found == expected, proc.stdout[-4000:]
@@ -265,7 +265,7 @@ def test_several_faults_on_several_nodes_are_found_and_fixed(combo, baseline):
     expected = {(node, fid) for name, node in combo for fid in faults.BY_NAME[name].findings}
     try:
         before_canaries, before_state = inject(combo, baseline)
-        expected_broken(combo)
+        only_its_probes_fail(combo)
 
         proc, found, _ = audit()
         assert found == expected, proc.stdout[-4000:]
