@@ -45,36 +45,64 @@ class Table:
 
 
 def parse_save(text):
-    """Parse `iptables-save` output (`-c`'s rule counters too, dropped) into {table name: Table}."""
-    tables, current = {}, None
-    for number, raw in enumerate(text.splitlines(), 1):
+    """Parse `iptables-save` output into {table name: Table}.
+
+    text is a string or an iterable of lines (a file or a pipe read line by line, so a dump is never held
+    twice). `-c`'s rule counters are dropped. What `iptables-restore` takes and kube-proxy writes is read
+    too: ":CHAIN - [0:0]" declares a chain and, in restore input, flushes it; "-N CHAIN" creates one;
+    "-X CHAIN" deletes a user chain that has no rules. The rules come out chain by chain, in the order the
+    chains were declared, as iptables-save prints them. Any other line is an IptablesSaveError naming its
+    number, and so is a table without COMMIT (a truncated dump).
+    """
+    lines = text.splitlines() if isinstance(text, str) else text
+    tables, current, by_chain = {}, None, {}
+    for number, raw in enumerate(lines, 1):
         line = _COUNTERS.sub("", raw.strip(), count=1)
-        if not line or line.startswith("#"):
+        if not line or line[0] == "#":
             continue
-        if line.startswith("*"):
+        head = line[:3]
+        if current is not None and head in ("-A ", "-N ", "-X "):
+            _chain_line(current, by_chain, line, number)
+        elif line[0] == "*":
             if current is not None:
                 raise IptablesSaveError(f"line {number}: table {line[1:]} starts before {current.name} has COMMIT")
-            current = Table(line[1:])
+            current, by_chain = Table(line[1:]), {}
         elif current is None:
             raise IptablesSaveError(f"line {number}: {line[:60]!r} is outside a table; expected '*<table>'")
         elif line == "COMMIT":
+            current.rules = [(chain, rule) for chain in current.policies for rule in by_chain[chain]]
             tables[current.name] = current
             current = None
-        elif line.startswith(":"):
+        elif line[0] == ":":
             match = _CHAIN_LINE.match(line)
             if not match:
                 raise IptablesSaveError(f"line {number}: {line[:60]!r} is not a chain line ':NAME POLICY [p:b]'")
             current.policies[match.group(1)] = match.group(2)
-        elif line.startswith("-A ") and len(line.split()) > 1:
-            chain = line.split()[1]
-            if chain not in current.policies:
-                raise IptablesSaveError(f"line {number}: rule for undeclared chain in {line[:60]!r}")
-            current.rules.append((chain, line))
+            by_chain[match.group(1)] = []
         else:
             raise IptablesSaveError(f"line {number}: {line[:60]!r} is not a table, chain, rule or COMMIT line")
     if current is not None:
         raise IptablesSaveError(f"table {current.name} has no COMMIT: the output is truncated")
     return tables
+
+
+def _chain_line(table, by_chain, line, number):
+    """-A (a rule), -N (a new chain) or -X (delete a user chain without rules)."""
+    chain = line[3:].split(None, 1)[0]
+    if line[:3] == "-A ":
+        if chain not in table.policies:
+            raise IptablesSaveError(f"line {number}: rule for undeclared chain in {line[:60]!r}")
+        by_chain[chain].append(line)
+    elif line[:3] == "-N ":
+        if chain in table.policies:
+            raise IptablesSaveError(f"line {number}: -N {chain}: chain {chain} already exists")
+        table.policies[chain], by_chain[chain] = "-", []
+    elif chain in BUILTIN_CHAINS.get(table.name, ()) or chain not in table.policies:
+        raise IptablesSaveError(f"line {number}: -X {chain}: no user chain {chain} in table {table.name}")
+    elif by_chain[chain]:
+        raise IptablesSaveError(f"line {number}: -X {chain}: the chain still has {len(by_chain[chain])} rules")
+    else:
+        del table.policies[chain], by_chain[chain]
 
 
 def owned(chain):

@@ -58,6 +58,27 @@ COMMIT
     assert parse_save("") == {}
 
 
+def test_kube_proxy_restore_input_reads_as_the_table_it_makes():
+    """kube-proxy's restore input (rules grouped by service, a stale chain declared and deleted with -X) reads as
+    the chains iptables-save prints back: each chain's rules in order, the deleted chain gone."""
+    restored = parse_save((FIXTURES / "kube-proxy-restore-input.txt").read_text())["nat"]
+    case = FIXTURES.parent / "checks" / "kube-proxy" / "stale-pod-ip"
+    saved = parse_save((case / "iptables-save").read_text())["nat"]
+    kube = {chain: rules for chain, rules in saved.index().items() if chain.startswith("KUBE-")}
+    assert restored.index() == kube
+    assert "KUBE-SEP-PWWYKIKD4XBAYBXK" not in restored.policies
+    assert restored.rules == [(chain, rule) for chain in restored.policies for rule in kube[chain]]
+
+
+def test_restore_input_declares_creates_flushes_and_deletes_chains_and_reads_lines_one_by_one():
+    lines = iter(["*filter", ":INPUT ACCEPT [0:0]", "-N KUBE-A", "-A KUBE-A -j RETURN", ":KUBE-B - [0:0]",
+                  "-A KUBE-B -j DROP", ":KUBE-B - [0:0]", "-A KUBE-B -j ACCEPT", ":KUBE-C - [0:0]", "-X KUBE-C",
+                  "COMMIT"])
+    table = parse_save(lines)["filter"]  # any iterable of lines: a file read line by line
+    assert table.policies == {"INPUT": "ACCEPT", "KUBE-A": "-", "KUBE-B": "-"}
+    assert table.index() == {"INPUT": [], "KUBE-A": ["-A KUBE-A -j RETURN"], "KUBE-B": ["-A KUBE-B -j ACCEPT"]}
+
+
 @pytest.mark.parametrize(("text", "words"), [
     ("*filter\n:INPUT ACCEPT [0:0]\n", "no COMMIT"),
     ("-A INPUT -j ACCEPT\n", "outside a table"),
@@ -65,6 +86,12 @@ COMMIT
     ("*filter\n:INPUT\nCOMMIT\n", "not a chain line"),
     ("*filter\nbogus line\nCOMMIT\n", "line 2"),
     ("*filter\n*nat\nCOMMIT\n", "before filter has COMMIT"),
+    ("*filter\n:INPUT ACCEPT [0:0]\n-X INPUT\nCOMMIT\n", "line 3: -X INPUT: no user chain"),
+    ("*filter\n:KUBE-A - [0:0]\n-X KUBE-B\nCOMMIT\n", "line 3: -X KUBE-B: no user chain"),
+    ("*filter\n:KUBE-A - [0:0]\n-A KUBE-A -j DROP\n-X KUBE-A\nCOMMIT\n", "line 4: -X KUBE-A: the chain still has 1"),
+    ("*filter\n:KUBE-A - [0:0]\n-N KUBE-A\nCOMMIT\n", "line 3: -N KUBE-A: chain KUBE-A already exists"),
+    ("*filter\n-N \nCOMMIT\n", "line 2"),
+    ("*filter\n-D INPUT 1\nCOMMIT\n", "line 2: '-D INPUT 1' is not a table, chain, rule"),
 ])
 def test_malformed_or_truncated_output_is_an_error_naming_the_line(text, words):
     with pytest.raises(IptablesSaveError, match=words):
