@@ -32,6 +32,12 @@ def service_chain(namespace, name, port_name, protocol):
     return "KUBE-SVC-" + port_proto_hash(service_port_name(namespace, name, port_name), protocol)
 
 
+def local_chain(namespace, name, port_name, protocol):
+    """KUBE-SVL-<hash>: the chain of a service port's node-local endpoints (externalTrafficPolicy: Local), the
+    same hash as its KUBE-SVC chain (servicePortPolicyLocalChainName)."""
+    return "KUBE-SVL-" + port_proto_hash(service_port_name(namespace, name, port_name), protocol)
+
+
 def endpoint_chain(namespace, name, port_name, protocol, endpoint):
     """KUBE-SEP-<hash>: the DNAT chain of one endpoint; endpoint is "ip:port"."""
     return "KUBE-SEP-" + _hash16(service_port_name(namespace, name, port_name) + protocol.lower() + endpoint)

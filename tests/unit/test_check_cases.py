@@ -7,6 +7,8 @@ edits, read by netmend.facts.gather through a FixtureHost and judged by netmend.
 does on a node.
 """
 
+import json
+
 import pytest
 
 from netmend import checks
@@ -155,6 +157,39 @@ def test_the_repair_of_a_service_with_session_affinity_keeps_its_affinity_for_th
     host = FixtureHost({**case.host().commands, "iptables-save": (0, _save_text(fixed), "")}, case.host().files,
                        dns=case.host().dns)
     assert run(host, case.want, ["kube-proxy"])[1].findings == []
+
+
+def test_the_repair_of_an_external_traffic_local_service_rewrites_its_local_chain_too():
+    """externalTrafficPolicy: Local: the stale endpoint chain is jumped to from KUBE-SVC and KUBE-SVL. Both get a
+    jump to the new endpoint chain (in w1's subnet, so local), nothing jumps to the deleted one, and the replayed
+    table audits clean."""
+    case = load(CASES / "kube-proxy" / "stale-external-traffic-local")
+    gathered, result = case.run()
+    fixed = replay_iptables(gathered["iptables"], result.actions)
+    nat = fixed["nat"].index()
+    new_sep = nat["KUBE-SVC-EDVMF3IXK2ZILKRW"][-1].split()[-1]
+    assert new_sep.startswith("KUBE-SEP-") and "KUBE-SEP-MLSG6P3IBUPRM47A" not in nat
+    assert nat["KUBE-SVL-EDVMF3IXK2ZILKRW"] == [
+        '-A KUBE-SVL-EDVMF3IXK2ZILKRW -m comment --comment "default/hello-world-single: -> 10.244.1.5:8080" '
+        f"-j {new_sep}"]
+    assert nat["KUBE-EXT-EDVMF3IXK2ZILKRW"] == gathered["iptables"]["nat"].index()["KUBE-EXT-EDVMF3IXK2ZILKRW"]
+    assert not [r for rules in nat.values() for r in rules if r.endswith("-j KUBE-SEP-MLSG6P3IBUPRM47A")]
+    host = FixtureHost({**case.host().commands, "iptables-save": (0, _save_text(fixed), "")}, case.host().files,
+                       dns=case.host().dns)
+    assert run(host, case.want, ["kube-proxy"])[1].findings == []
+
+
+def test_a_local_chain_keeps_only_local_endpoints():
+    """A KUBE-SVL chain jumps only to the endpoints on this node (w1: 10.244.1.0/24, or its own address)."""
+    case = load(CASES / "kube-proxy" / "stale-external-traffic-local")
+    want = json.loads(json.dumps(case.want))
+    svc = next(s for s in want["services"] if s["name"] == "hello-world-single")
+    svc["endpoints"] = ["10.244.2.7:8080", "10.244.1.5:8080", f"{want['address']}:8080"]
+    gathered, result = run(case.host(), want, ["kube-proxy"])
+    nat = replay_iptables(gathered["iptables"], result.actions)["nat"].index()
+    assert [r.split("-> ")[1].split('"')[0] for r in nat["KUBE-SVL-EDVMF3IXK2ZILKRW"]] == \
+        ["10.244.1.5:8080", f"{want['address']}:8080"]
+    assert len(nat["KUBE-SVC-EDVMF3IXK2ZILKRW"]) == len(svc["endpoints"])
 
 
 def _save_text(tables):

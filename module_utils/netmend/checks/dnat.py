@@ -1,5 +1,9 @@
 """kube-proxy's DNAT (iptables mode): every service's KUBE-SEP chains point at its current endpoints.
 
+A service port's endpoint chains are reached from its KUBE-SVC chain (every endpoint) and, with
+externalTrafficPolicy: Local, from its KUBE-SVL chain (the endpoints on this node: in its pod subnet, or its
+own address for hostNetwork pods). Both are judged and both are rewritten, in the same transaction.
+
 Field guide failure mode 5. The rule grammar (chain names, endpoint rules, probabilities) is
 netmend.kubeproxy's, the one the lab's kube-proxy stand-in writes with.
 """
@@ -10,7 +14,7 @@ from .. import kubeproxy
 from ..findings import Spec
 from ..iptables import restore_payload, rule_target
 from ..plan import Action
-from .base import Check
+from .base import Check, own_lease
 
 WHAT = {"DNAT-STALE-POD-IP": "a pod IP that no longer serves it", "DNAT-STALE-HOST-IP": "an old host IP",
         "DNAT-CORRUPT": "a destination that is not ip:port"}
@@ -27,12 +31,14 @@ def run(a):
         chain = kubeproxy.service_chain(svc["namespace"], svc["name"], svc.get("port_name", ""), svc["protocol"])
         if chain not in rules or not svc.get("endpoints"):
             continue
-        jumps = [r for r in rules[chain] if (rule_target(r) or "").startswith("KUBE-SEP-")]
-        current = {rule_target(r): _destination(rules.get(rule_target(r), [])) for r in jumps}
+        local = kubeproxy.local_chain(svc["namespace"], svc["name"], svc.get("port_name", ""), svc["protocol"])
+        policy = [c for c in (chain, local) if c in rules]  # the chains that jump to endpoint chains
+        jumps = {c: [r for r in rules[c] if (rule_target(r) or "").startswith("KUBE-SEP-")] for c in policy}
+        current = {rule_target(r): _destination(rules.get(rule_target(r), [])) for c in policy for r in jumps[c]}
         wanted = list(svc["endpoints"])
         stale = {sep: dest for sep, dest in current.items() if dest is not None and dest not in wanted}
         if stale:
-            svc_chains, svc_doomed, svc_before = _rewrite(rules, svc, chain, jumps, current, stale)
+            svc_chains, svc_doomed, svc_before = _rewrite(rules, svc, jumps, current, stale, _is_local(a.want))
             chains.update(svc_chains)
             doomed += svc_doomed
             before.append(svc_before)
@@ -83,19 +89,29 @@ def _parses(dest):
     return True
 
 
-def _rewrite(rules, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR0917
-    """The service's part of the one --noflush transaction: (chains, doomed, before). The service chain's
-    other rules kept in place, its endpoint jumps rewritten for the wanted endpoints, new KUBE-SEP chains
-    made from a stale one's rules (kube-proxy's own grammar when every stale one is corrupt), stale ones
-    to delete."""
+def _is_local(want):
+    """Whether an endpoint "ip:port" is on this node: in its pod subnet, or its own address (hostNetwork)."""
+    lease = own_lease(want)
+    subnet = ipaddress.ip_network(lease["subnet"]) if lease else None
+
+    def local(dest):
+        ip = dest.rpartition(":")[0].strip("[]")
+        return ip == want.get("address") or (subnet is not None and ipaddress.ip_address(ip) in subnet)
+    return local
+
+
+def _rewrite(rules, svc, jumps, current, stale, is_local):  # noqa: PLR0913, PLR0917
+    """The service's part of the one --noflush transaction: (chains, doomed, before). The KUBE-SVC chain (and
+    the KUBE-SVL chain, for the local endpoints) keep their other rules in place and get endpoint jumps for the
+    wanted endpoints; new KUBE-SEP chains are made from a stale one's rules (kube-proxy's own grammar when every
+    stale one is corrupt); stale ones are deleted."""
     ns, name, port_name, proto = svc["namespace"], svc["name"], svc.get("port_name", ""), svc["protocol"]
     wanted = list(svc["endpoints"])
     by_dest = {dest: sep for sep, dest in current.items() if sep not in stale}
     templates = sorted(sep for sep, dest in stale.items() if _parses(dest))
-    sep_chains, new_seps = {}, []
+    sep_chains, seps = {}, {}
     for dest in wanted:
-        sep = by_dest.get(dest) or kubeproxy.endpoint_chain(ns, name, port_name, proto, dest)
-        new_seps.append(sep)
+        sep = seps[dest] = by_dest.get(dest) or kubeproxy.endpoint_chain(ns, name, port_name, proto, dest)
         if sep in by_dest.values():
             continue
         if templates:
@@ -103,26 +119,35 @@ def _rewrite(rules, svc, chain, jumps, current, stale):  # noqa: PLR0913, PLR091
                                for line in rules[templates[0]]]
         else:
             sep_chains[sep] = kubeproxy.endpoint_rules(sep, dest, proto)
-    # ClientIP affinity: kube-proxy writes one `-m recent --rcheck ... --name SEP -j SEP` per endpoint ahead of the
-    # statistic jumps; they are written again for the new endpoint chains, from the first one.
+    policy = {}
+    for chain, chain_jumps in jumps.items():
+        dests = wanted if chain.startswith("KUBE-SVC-") else [d for d in wanted if _parses(d) and is_local(d)]
+        policy[chain] = _policy_rules(rules[chain], chain_jumps, current, dests, [seps[d] for d in dests])
+    doomed = sorted(s for s in stale if s not in seps.values())
+    before = "".join(f"{r}\n" for c in [*jumps, *sorted(current)] for r in rules.get(c, []))
+    return {**policy, **sep_chains}, doomed, before
+
+
+def _policy_rules(rules, jumps, current, wanted, seps):
+    """A KUBE-SVC or KUBE-SVL chain with its endpoint jumps replaced, in place, by jumps to `seps`. ClientIP
+    affinity: kube-proxy writes one `-m recent --rcheck ... --name SEP -j SEP` per endpoint ahead of the
+    statistic jumps; they are written again for the new endpoint chains, from the first one. A KUBE-SVL chain
+    left with no local endpoint keeps no jump."""
     affinity = [r for r in jumps if " --rcheck " in r]
     spread = [r for r in jumps if " --rcheck " not in r] or jumps
-    jump_template = spread[-1]
-    template_dest = current[rule_target(jump_template)]
-    svc_rules, placed = [], False
-    for line in rules[chain]:
+    jump_template = spread[-1] if spread else None
+    template_dest = current[rule_target(jump_template)] if jump_template else None
+    out, placed = [], False
+    for line in rules:
         if line in jumps:
-            if not placed:
+            if not placed and wanted:
                 if affinity:
-                    svc_rules += _affinity(affinity[0], current[rule_target(affinity[0])], wanted, new_seps)
-                svc_rules += _jumps(jump_template, template_dest if _parses(template_dest or "") else None,
-                                    wanted, new_seps)
-                placed = True
+                    out += _affinity(affinity[0], current[rule_target(affinity[0])], wanted, seps)
+                out += _jumps(jump_template, template_dest if _parses(template_dest or "") else None, wanted, seps)
+            placed = True
             continue
-        svc_rules.append(line)
-    doomed = sorted(s for s in stale if s not in new_seps)
-    before = "".join(f"{r}\n" for c in [chain, *sorted(current)] for r in rules.get(c, []))
-    return {chain: svc_rules, **sep_chains}, doomed, before
+        out.append(line)
+    return out
 
 
 def _retarget(line, old_chain, new_chain, old_dest, new_dest):
