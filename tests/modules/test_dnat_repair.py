@@ -34,3 +34,32 @@ def test_the_repair_runs_on_real_iptables_and_audits_clean(tmp_path, name, backe
     after = proc.stdout.split(f"{MARK}\n", 1)[1]
     fixed = FixtureHost({**host.commands, "iptables-save": (0, after, "")}, host.files, dns=host.dns)
     assert run(fixed, case.want, ["kube-proxy"])[1].findings == []
+
+
+@pytest.mark.parametrize(("held", "repaired"), [(1, True), (8, False)])
+def test_the_repair_waits_for_another_writer_and_changes_nothing_when_it_cannot(tmp_path, held, repaired):
+    """Another writer (kube-proxy's own sync) holding the xtables lock: the repair waits for it (-w 5) and then
+    runs; held longer, the repair fails with iptables' own message and the table is as it was. Legacy backend,
+    which takes the lock; /run is private to the sandbox."""
+    case = Case(CASES / "kube-proxy" / "stale-pod-ip")
+    host = case.host()
+    before, result = case.run()
+    [action] = [a for a in result.actions if a.kind == "iptables"]
+    state, payload = tmp_path / "state", tmp_path / "payload"
+    state.write_text(host.commands["iptables-save"][1])
+    payload.write_text(action.payload)
+    script = (f"iptables-restore < {shlex.quote(str(state))}\n"
+              f"flock /run/xtables.lock sleep {held} & sleep 0.3\n"
+              f"rc=0; iptables-restore -w 5 --noflush < {shlex.quote(str(payload))} || rc=$?\n"
+              f"wait; echo \"rc=$rc\"; echo '{MARK}'\niptables-save")
+    proc = run_in_sandbox(script, private_dirs=["/run"], path_prefix=legacy_iptables(tmp_path), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status, after = proc.stdout.split(f"{MARK}\n", 1)
+    gathered, audited = run(FixtureHost({**host.commands, "iptables-save": (0, after, "")}, host.files, dns=host.dns),
+                            case.want, ["kube-proxy"])
+    if repaired:
+        assert "rc=0" in status and audited.findings == []
+    else:
+        assert "rc=4" in status and "xtables lock" in proc.stderr
+        assert gathered["iptables"]["nat"].index() == before["iptables"]["nat"].index()
+        assert [f.id for f in audited.findings] == ["DNAT-STALE-POD-IP"]
