@@ -30,6 +30,7 @@ CONTROLLER_ONLY = {
     "unit/test_flannel.py": "kubernetes_validate and the lab's dataplane (lab.dataplane)",
     "unit/test_kubeproxy.py": "the lab's kube-proxy stand-in (lab.kubeproxy)",
     "unit/test_proxyconfig.py": "validates rendered manifests with kubernetes_validate",
+    "unit/test_prometheus_rules.py": "runs promtool, the monitoring side (contrib/prometheus, contrib/grafana)",
     "unit/test_pyinfra_node.py": "the pyinfra front end (deploys/) needs pyinfra and Ansible",
     "unit/test_pyinfra_operations.py": "the pyinfra front end (deploys/) needs pyinfra and Ansible",
     "unit/test_report_plugin.py": "runs ansible-playbook with the controller's report plugin",
