@@ -420,6 +420,30 @@ def test_a_later_host_file_overriding_ours_is_reported_without_touching_any_file
     assert "net.ipv4.ip_forward = 0 (/etc/sysctl.d/99-host.conf)" in finding.actual
 
 
+def test_a_later_host_file_with_netmends_file_absent_rewrites_only_netmends_and_then_plans_nothing():
+    """The kernel role and the audit agree: netmend's own file is rendered when it differs, the host's later
+    file is named and never edited; once netmend's file is right the finding stays with nothing to plan."""
+    raw = Raw()
+    del raw.sysctl_files[SYSCTL_FILE]
+    raw.sysctl_files["/etc/sysctl.d/99-host.conf"] = "net.ipv4.ip_forward = 0\n"
+    first = run(raw)
+    finding = only(first, "SYSCTL-NOT-PERSISTED")
+    (action,) = first.actions
+    assert (action.kind, action.target, action.payload) == ("file", SYSCTL_FILE, sysctl.render(SYSCTLS))
+    assert "/etc/sysctl.d/99-host.conf" in finding.fix and "never edits" in finding.fix
+    raw.sysctl_files[SYSCTL_FILE] = action.payload
+    second = run(raw)
+    assert only(second, "SYSCTL-NOT-PERSISTED").evidence == finding.evidence and second.actions == []
+
+
+def test_netmends_sysctl_file_is_rewritten_when_it_differs_even_if_the_boot_values_are_right():
+    raw = Raw()
+    raw.sysctl_files[SYSCTL_FILE] += "net.ipv4.tcp_keepalive_time = 600\n"  # a hand edit, or an extra removed
+    result = run(raw)
+    assert only(result, "SYSCTL-NOT-PERSISTED").actual == f"{SYSCTL_FILE} differs"
+    assert [(a.kind, a.target, a.payload) for a in result.actions] == [("file", SYSCTL_FILE, sysctl.render(SYSCTLS))]
+
+
 # --- firewalld --------------------------------------------------------------------------------------
 
 def _zone_field(zones, zone, name, value):
