@@ -231,7 +231,7 @@ class Kmod:
             why = str(exc.__cause__ or exc).partition("): ")[2] or str(exc)
             self.fail(f"{where(step.target)}; modprobe {step.target} failed: {why}" + self.not_written())
         self.result["backup_file"] = backups[0] if backups else None
-        after = gather(self.host, self.want, ["kernel"]).get("modules") or {}
+        after = (gather(self.host, self.want, ["kernel"]).get("modules") or {}) if absent else {}
         failures = []
         for name in absent:
             now = after.get(name)
