@@ -160,8 +160,8 @@ def _stamp():
 def netmend_node(want, checks=None, backup=True, python="python3", record=None):
     """Audit the node against `want` and fix what the audit finds: for each step of the plan, in order, the
     commands that carry it out, then a read-only audit that fails the operation when a finding that had a fix
-    is still there. `record` (a dict) receives the audit before (`before`), the steps done (`done`), the backup
-    files made (`backups`), the audit after (`after`) and the fixed findings still there (`stuck`)."""
+    has it planned again. `record` (a dict) receives the audit before (`before`), the steps done (`done`), the backup
+    files made (`backups`), the audit after (`after`) and the findings whose fix is planned again (`stuck`)."""
     record = record if record is not None else {}
     try:
         check_want(want)
@@ -185,7 +185,7 @@ def netmend_node(want, checks=None, backup=True, python="python3", record=None):
         node = NodeHost(pyinfra_fetch(host, python))
         after = audit_node(node, want, names, [("isfile", path) for path in steps.backups])
         fixable = {a.finding for a in before.actions}
-        record.update(after=after, stuck=sorted({f.id for f in after.findings if f.id in fixable}),
+        record.update(after=after, stuck=sorted({a.finding for a in after.actions if a.finding in fixable}),
                       backups=[path for path in steps.backups if node.isfile(path)])
         if record["stuck"]:
             logger.error(f"{host.print_prefix}the fix did not take for {', '.join(record['stuck'])}")

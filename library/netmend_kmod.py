@@ -17,7 +17,10 @@ description:
     task fails naming the module, everything that was checked and the C(modprobe) error, and
     O(path) is not written.
   - With O(persist=true) the whole of O(path) is written with the names, one a line, so that
-    systemd-modules-load loads them at boot.
+    systemd-modules-load loads them at boot, when its text differs (after every C(modprobe)).
+  - It judges with the audit's C(kernel) check (the same as C(netmend_node)) and runs that check's plan,
+    so what it changes is what the audit reports (KMOD-BR-NETFILTER-MISSING, KMOD-MODULE-MISSING,
+    KMOD-NOT-PERSISTED).
 options:
   names:
     description:
@@ -32,7 +35,8 @@ options:
     type: bool
     default: true
   path:
-    description: The modules-load.d file netmend owns. It is rewritten as a whole, mode 0644.
+    description: The modules-load.d file netmend owns. It is rewritten as a whole when its text differs (an
+      existing file keeps its mode, a new one is 0644).
     type: path
     default: /etc/modules-load.d/netmend.conf
   backup:
@@ -50,7 +54,8 @@ attributes:
     support: full
 notes:
   - Requires C(modprobe) (the kmod package) only when a module is absent.
-  - When a module cannot be loaded, the modules the task loaded before it stay loaded.
+  - When a module cannot be loaded, the modules the task loaded before it stay loaded and the modules
+    after it are not tried.
   - Built-in modules are listed in O(path) too, so a later kernel that has them as loadable modules
     loads them at boot. On a kernel without C(/lib/modules), systemd-modules-load logs
     C(Failed to find module) for each of them and reports a failure, although they are there.
@@ -98,7 +103,7 @@ modules:
       description: What showed the module to be there.
       type: str
 file_changed:
-  description: Whether O(path) was (or would be) written or its mode set to 0644. False when O(persist=false).
+  description: Whether O(path) was (or would be) written. False when O(persist=false).
   returned: always
   type: bool
 path:
@@ -111,6 +116,12 @@ backup_file:
   returned: always
   type: str
   sample: /etc/modules-load.d/netmend.conf.12345.2024-01-01@10:00:00~
+findings:
+  description: The IDs of the C(kernel) check's findings before the run, as the audit reports them.
+  returned: always
+  type: list
+  elements: str
+  sample: [KMOD-NOT-PERSISTED]
 diff:
   description: O(path) before and after (empty strings for a file that does not exist); empty when O(persist=false).
   returned: always
@@ -127,26 +138,23 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import write_atomic
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.checks import audit
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.facts import gather
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.kmod import (
     DEFAULT_LOAD_FILE,
     MODULE_NAME,
-    FileProbe,
     dedupe,
     render,
-    status,
 )
-
-FILE_MODE = 0o644
-
-
-def _read(path):
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        return handle.read()
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.modulehost import ModuleHost
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.plan import ExecutionError, execute
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.want import check_kernel
 
 
 class Kmod:
-    """One run: validate, check every module, load the absent ones, then write the file unless a module failed."""
+    """One run: validate, gather the kernel check's facts, audit; then a dry run of modprobe for every absent
+    module (check mode) or the check's plan (modprobe of each, then the file), and every module checked again."""
 
     def __init__(self, module):
         self.module = module
@@ -154,7 +162,7 @@ class Kmod:
         self.path = os.path.normpath(self.params["path"])
         self.result = {"changed": False, "modules": {}, "file_changed": False, "path": self.path,
                        "backup_file": None, "diff": {}}
-        self.modprobe = None
+        self.host = ModuleHost(module, backup=self.params["backup"])
 
     def fail(self, msg):
         self.module.fail_json(msg=msg, **self.result)
@@ -169,86 +177,97 @@ class Kmod:
                       "takes it (br_netfilter, ip_vs_rr); nothing was done")
         if not names:
             self.fail("names: list at least one module")
+        names = dedupe(names)
+        # The audit's want, reduced to what the kernel check reads: the same judge for both.
+        self.want = {"node": "this node", "modules_text": render(names),
+                     "modules_file": self.path if self.params["persist"] else ""}
+        try:
+            check_kernel(self.want)
+        except ProblemsError as exc:
+            self.fail("; ".join(f"path {m}" if f == "want.modules_file" else f"{f}: {m}" for f, m in exc.problems))
         if self.params["persist"]:
             path = self.path
-            if not os.path.isabs(path) or not path.endswith(".conf") or os.path.basename(path).startswith("."):
-                self.fail(f"path {path!r} is not accepted: an absolute path to a file whose name ends in .conf "
-                          f"(and does not start with a dot), such as {DEFAULT_LOAD_FILE}")
             if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
                 self.fail(f"path {path} is not a regular file; netmend rewrites the file it owns")
-        return dedupe(names)
+        return names
 
-    def check(self, name):
+    def judge(self):
+        facts = gather(self.host, self.want, ["kernel"])
+        judged = audit(facts, self.want, ["kernel"])
+        if judged.skipped:
+            self.fail("; ".join(f"{check}: {why}" for check, why in judged.skipped))
+        return facts, judged
+
+    def not_written(self):
+        return f"\n{self.path} was not written" if self.params["persist"] else ""
+
+    def dry_run(self, absent, where):
+        """Check mode: `modprobe --dry-run` of every absent module; the failures."""
+        modprobe, failures = self.host.tool("modprobe"), []
+        for name in absent:
+            if not modprobe:
+                failures.append(f"{where(name)}; modprobe was not found (install the kmod package)")
+                continue
+            rc, out, err = self.host.run([modprobe, "--dry-run", name])
+            if rc != 0:
+                failures.append(f"{where(name)}; modprobe --dry-run {name} failed: "
+                                f"{err.strip() or out.strip() or f'exit status {rc}'}")
+            else:
+                self.result["modules"][name] = {"state": "loaded_now",
+                                                "evidence": f"check mode: modprobe --dry-run {name} found it"}
+        return failures
+
+    def execute(self, actions, absent, where):
+        """The kernel check's plan (modprobe of each absent module, then the file); every module checked again."""
+        if absent and not self.host.tool("modprobe"):
+            self.fail("\n".join(f"{where(name)}; modprobe was not found (install the kmod package)" for name in absent)
+                      + self.not_written())
         try:
-            return status(name, FileProbe("/"))
-        except ValueError as exc:  # a malformed /proc/modules or modules.builtin
-            self.fail(f"{name}: {exc}")
-        return None
-
-    def run_modprobe(self, name):
-        """(rc, error text) of modprobe for one module; a dry run in check mode."""
-        if self.modprobe is None:
-            self.modprobe = self.module.get_bin_path("modprobe") or ""
-        if not self.modprobe:
-            return None, "modprobe was not found (install the kmod package)"
-        argv = [self.modprobe, *(["--dry-run"] if self.module.check_mode else []), name]
-        rc, out, err = self.module.run_command(argv, environ_update={"LC_ALL": "C"})
-        return rc, (err.strip() or out.strip() or f"exit status {rc}")
-
-    def load(self, name, before):
-        """The state of an absent module after modprobe, or a failure message."""
-        rc, error = self.run_modprobe(name)
-        where = f"{name} is not in the running kernel (checked: {before.evidence})"
-        if rc is None:
-            return None, f"{where}; {error}"
-        if rc != 0:
-            return None, f"{where}; modprobe{' --dry-run' if self.module.check_mode else ''} {name} failed: {error}"
-        if self.module.check_mode:
-            return {"state": "loaded_now", "evidence": f"check mode: modprobe --dry-run {name} found it"}, None
-        after = self.check(name)
-        if after.state == "absent":
-            return None, f"{where}; modprobe {name} succeeded but the module is still missing ({after.evidence})"
-        return {"state": "loaded_now", "evidence": f"modprobe {name}; {after.evidence}"}, None
-
-    def persist(self, names):
-        text = render(names)
-        current = _read(self.path) if os.path.exists(self.path) else None
-        text_changed = current != text
-        mode_changed = current is not None and os.stat(self.path).st_mode & 0o7777 != FILE_MODE
-        self.result["file_changed"] = bool(text_changed or mode_changed)
-        self.result["diff"] = {"before_header": self.path if current is not None else f"{self.path} (absent)",
-                               "after_header": self.path, "before": current or "", "after": text}
-        if self.module.check_mode:
-            return
-        if text_changed:
-            if self.params["backup"] and current is not None:
-                self.result["backup_file"] = self.module.backup_local(self.path)
-            self.write(text)
-        elif mode_changed:
-            os.chmod(self.path, FILE_MODE)
-
-    def write(self, text):
-        write_atomic(self.module, self.path, text, FILE_MODE)
+            backups = execute(actions, self.host)
+        except ExecutionError as exc:
+            step = exc.step
+            if step is None or step.kind != "command":
+                self.fail(str(exc))
+            why = str(exc.__cause__ or exc).partition("): ")[2] or str(exc)
+            self.fail(f"{where(step.target)}; modprobe {step.target} failed: {why}" + self.not_written())
+        self.result["backup_file"] = backups[0] if backups else None
+        after = (gather(self.host, self.want, ["kernel"]).get("modules") or {}) if absent else {}
+        failures = []
+        for name in absent:
+            now = after.get(name)
+            if now is None or now.state == "absent":
+                failures.append(f"{where(name)}; modprobe {name} succeeded but the module is still missing "
+                                f"({now.evidence if now else 'it could not be checked'})")
+            else:
+                self.result["modules"][name] = {"state": "loaded_now", "evidence": f"modprobe {name}; {now.evidence}"}
+        if failures:
+            self.fail("\n".join(failures))
 
     def run(self):
-        names = self.validate()
-        failures = []
-        for name in names:
-            before = self.check(name)
-            if before.state != "absent":
-                self.result["modules"][name] = {"state": before.state, "evidence": before.evidence}
-                continue
-            loaded, failure = self.load(name, before)
-            if failure:
-                failures.append(failure)
-            else:
-                self.result["modules"][name] = loaded
-                self.result["changed"] = True
-        if failures:
-            self.fail("\n".join(failures) + (f"\n{self.path} was not written" if self.params["persist"] else ""))
+        self.validate()
+        facts, judged = self.judge()
+        states = facts["modules"]
+        absent = [name for name, state in states.items() if state.state == "absent"]
+        for name, state in states.items():
+            if state.state != "absent":
+                self.result["modules"][name] = {"state": state.state, "evidence": state.evidence}
+
+        def where(name):
+            return f"{name} is not in the running kernel (checked: {states[name].evidence})"
+
         if self.params["persist"]:
-            self.persist(names)
-            self.result["changed"] = self.result["changed"] or self.result["file_changed"]
+            current, text = facts["modules_file"], self.want["modules_text"]
+            self.result["diff"] = {"before_header": self.path if current is not None else f"{self.path} (absent)",
+                                   "after_header": self.path, "before": current or "", "after": text}
+        self.result["file_changed"] = any(a.kind == "file" for a in judged.actions)
+        if self.module.check_mode:
+            failures = self.dry_run(absent, where)
+            if failures:
+                self.fail("\n".join(failures) + self.not_written())
+        elif judged.actions:
+            self.execute(judged.actions, absent, where)
+        self.result["changed"] = bool(judged.actions)
+        self.result["findings"] = [f.id for f in judged.findings]
         return self.result
 
 

@@ -23,7 +23,8 @@ options:
   want:
     description:
       - The node's desired state. Keys C(node), C(address), C(pod_cidr), C(service_cidr), C(cluster_dns),
-        C(cluster_domain) (required); C(sysctls), C(sysctl_file), C(modules_file), C(modules_text);
+        C(cluster_domain) (required); C(sysctls), C(sysctl_file), C(sysctl_scan), C(sysctl_live), C(modules_file),
+        C(modules_text);
         C(firewall) (mode, zone, trusted_zone, ports, trusted_interfaces, trusted_sources, masquerade,
         state_file); C(forward) (mode, chain); C(flannel) (backend, vni, port, mtu, ip_masq);
         C(leases) (node, subnet, public_ip, vtep_mac for every node); C(services) (namespace, name,
@@ -172,7 +173,9 @@ def main():
     after = audit(gather(host, want, checks), want, checks)
     result["remaining"] = [_finding(f) for f in after.findings]
     fixable = {a.finding for a in before.actions}
-    stuck = sorted({f.id for f in after.findings if f.id in fixable})
+    # A fix that did not take is planned again; a finding that stays with nothing to plan (a host file netmend
+    # never edits, after netmend's own file was rewritten) is left in `remaining`.
+    stuck = sorted({a.finding for a in after.actions if a.finding in fixable})
     if stuck:
         module.fail_json(msg=f"the fix did not take for {', '.join(stuck)}", **result)
     module.exit_json(**result)

@@ -10,6 +10,10 @@ short_description: Set kernel parameters live and persist them in one sysctl.d f
 description:
   - Validates every key and value, then writes the live values to C(/proc/sys) and the whole of
     one file (by default C(/etc/sysctl.d/90-netmend.conf)) with the settings in key order.
+  - It judges with the audit's C(kernel) check (the same as C(netmend_node)) and runs that check's plan,
+    so what it changes is what the audit reports. A live value is written when it differs; the file is
+    rewritten when its text is not exactly the settings rendered (whatever the values a boot would end
+    with through other files), and left alone otherwise. Its mode is not changed (a new file is 0644).
   - Reads the other sysctl files a boot applies (O(scan_dirs)) and warns about every file applied
     after ours that sets one of our keys to another value, since the boot would end with that value.
     It never edits or deletes any file but its own.
@@ -25,8 +29,8 @@ options:
     required: true
   path:
     description:
-      - The file netmend owns. It is rewritten as a whole; it must be an absolute path ending in C(.conf)
-        and not a symlink.
+      - The file netmend owns. It is rewritten as a whole when its text differs (an existing file keeps
+        its mode, a new one is 0644); it must be an absolute path ending in C(.conf) and not a symlink.
     type: path
     default: /etc/sysctl.d/90-netmend.conf
   apply:
@@ -62,8 +66,9 @@ attributes:
 notes:
   - A key whose C(/proc/sys) file does not exist fails the task before anything changes; C(net.bridge.*)
     keys exist only once C(br_netfilter) is loaded.
-  - Live values are written before the file; if the kernel rejects one, the values already written
-    are restored and the file is left alone.
+  - Live values are written before the file, in key order; if the kernel rejects one, the values already
+    written are restored and the file is left alone.
+  - A sysctl file that cannot be read, among the scanned ones, fails the task before anything changes.
   - Malformed lines in the scanned files are reported as warnings (they are skipped at boot too).
 author:
   - netmend maintainers (!UNKNOWN)
@@ -107,7 +112,7 @@ settings:
   type: dict
   sample: {"net.ipv4.ip_forward": "1"}
 file_changed:
-  description: Whether O(path) was (or would be) written or its mode set to 0644. False when O(persist=false).
+  description: Whether O(path) was (or would be) written. False when O(persist=false).
   returned: always
   type: bool
 backup_file:
@@ -152,6 +157,12 @@ conflicts:
       description: The value the later file sets (its last assignment of the key).
       type: str
       sample: "0"
+findings:
+  description: The IDs of the C(kernel) check's findings before the run, as the audit reports them.
+  returned: always
+  type: list
+  elements: str
+  sample: [SYSCTL-IP-FORWARD-OFF]
 diff:
   description:
     - A list of up to two before/after pairs, the file (when O(persist=true)) and the live values as
@@ -164,9 +175,13 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import write_atomic
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.checks import audit
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.checks.kernel import scan_split
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.facts import gather
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.modulehost import ModuleHost
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.plan import ExecutionError, execute
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.sysctl import (
-    CONF_SUFFIX,
     DEFAULT_PATH,
     ETC_SYSCTL_CONF,
     KEY,
@@ -183,14 +198,9 @@ from ansible_collections.netmend.netmend.plugins.module_utils.netmend.sysctl imp
     render,
     same_value,
 )
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.want import check_kernel
 
-FILE_MODE = 0o644
 LIVE_HEADER = "live values (/proc/sys)"
-
-
-def _read(path):
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        return handle.read()
 
 
 def _lines(values):
@@ -198,12 +208,13 @@ def _lines(values):
 
 
 class Sysctl:
-    """One run: validate, read the current state, compute the changes, then act unless in check mode."""
+    """One run: validate, gather the kernel check's facts, audit, then run the plan unless in check mode."""
 
     def __init__(self, module):
         self.module = module
         self.params = module.params
         self.path = os.path.normpath(self.params["path"])
+        self.scan = [os.path.normpath(entry) for entry in self.params["scan_dirs"]]
         self.result = {"changed": False, "path": self.path, "file_changed": False, "conflicts": [], "diff": []}
 
     def fail(self, msg, **extra):
@@ -229,14 +240,18 @@ class Sysctl:
             self.fail("invalid settings, nothing was changed: " + "; ".join(f"{k}: {m}" for k, m in problems),
                       problems=[{"key": k, "message": m} for k, m in problems])
         self.result["settings"] = self.wanted
+        # The audit's want, reduced to what the kernel check reads: the same judge for both.
+        self.want = {"node": "this node", "sysctls": self.wanted, "sysctl_file": self.path if self.params["persist"]
+                     else "", "sysctl_live": self.params["apply"], "sysctl_scan": self.scan}
+        try:
+            check_kernel(self.want)
+        except ProblemsError as exc:
+            self.fail("; ".join(f"path {m}" if f == "want.sysctl_file" else f"{f}: {m}" for f, m in exc.problems))
         if self.params["persist"]:
             self.validate_path()
 
     def validate_path(self):
         path = self.path
-        if not os.path.isabs(path) or not path.endswith(CONF_SUFFIX) or os.path.basename(path).startswith("."):
-            self.fail(f"path {path!r} is not accepted: an absolute path to a file whose name ends in .conf "
-                      f"(and does not start with a dot), such as {DEFAULT_PATH}")
         if os.path.islink(path):
             self.fail(f"path {path} is a symlink (to {os.path.realpath(path)}); netmend rewrites the file it "
                       "owns, so point path at a regular file such as " + DEFAULT_PATH)
@@ -245,120 +260,32 @@ class Sysctl:
         if not os.path.isdir(os.path.dirname(path)):
             self.fail(f"path {path}: the directory {os.path.dirname(path)} does not exist")
 
-    # Reading the current state.
-
-    def read_live(self):
-        live = {}
-        for key in sorted(self.wanted):
-            try:
-                live[key] = normalise(_read(proc_path(key)))
-            except OSError as exc:
-                self.fail(f"{key}: cannot read {proc_path(key)}: {exc.strerror or exc}")
-        return live
-
-    def read_file(self):
-        if not os.path.exists(self.path):
-            return None
-        try:
-            return _read(self.path)
-        except OSError as exc:
-            self.fail(f"cannot read {self.path}: {exc.strerror or exc}")
-        return None
-
-    def scan(self, our_text):
-        """{path: text} of the scanned files plus ours (with its new text), the dirs and the last files."""
-        files, dirs, last = {}, [], []
-        for listed in self.params["scan_dirs"]:
-            entry = os.path.normpath(listed)
-            if os.path.isdir(entry):
-                dirs.append(entry)
-                names = sorted(n for n in os.listdir(entry) if n.endswith(CONF_SUFFIX) and not n.startswith("."))
-                paths = [os.path.join(entry, n) for n in names]
-            elif os.path.exists(entry):
-                last.append(entry)
-                paths = [entry]
-            else:
-                if entry not in SYSCTL_DIRS and entry != ETC_SYSCTL_CONF:
-                    self.module.warn(f"scan_dirs: {entry} does not exist")
-                continue
-            for path in paths:
-                if path == self.path or not os.path.isfile(path):
-                    continue
-                try:
-                    files[path] = _read(path)
-                except OSError as exc:
-                    self.module.warn(f"cannot read {path} for the conflict check: {exc.strerror or exc}")
-        files[self.path] = our_text
-        return files, dirs, last
-
-    # Acting.
-
-    def write_live(self, changes, live_before):
-        done = []
-        for key in changes:
-            try:
-                with open(proc_path(key), "w", encoding="utf-8") as handle:
-                    handle.write(self.wanted[key])
-            except OSError as exc:
-                restored = self.restore(done, live_before)
-                self.fail(f"{key}: the kernel rejected {self.wanted[key]!r} ({exc.strerror or exc}); "
-                          f"nothing was persisted and the live values already written were restored ({restored})")
-            done.append(key)
-
-    def restore(self, keys, live_before):
-        outcome = []
-        for key in keys:
-            try:
-                with open(proc_path(key), "w", encoding="utf-8") as handle:
-                    handle.write(live_before[key])
-                outcome.append(f"{key} = {live_before[key]}")
-            except OSError as exc:
-                outcome.append(f"{key}: restore failed: {exc.strerror or exc}")
-        return ", ".join(outcome) or "none"
-
-    def write_file(self, text):
-        write_atomic(self.module, self.path, text, FILE_MODE)
-
-    def replace_file(self, text, current, live_changes):
-        if self.params["backup"] and current is not None:
-            self.result["backup_file"] = self.module.backup_local(self.path)
-        try:
-            self.write_file(text)
-        except Exception as exc:  # atomic_move raises a plain Exception
-            done = f"; the live values were set ({', '.join(live_changes)})" if live_changes else ""
-            self.fail(f"cannot write {self.path}: {exc}{done}")
-
     # The run.
 
     def run(self):
         p = self.params
         self.validate()
-        live_before = self.read_live()
+        self.host = host = ModuleHost(self.module, backup=p["backup"])
+        facts = gather(host, self.want, ["kernel"])
+        judged = audit(facts, self.want, ["kernel"])
+        if judged.skipped:
+            self.fail("; ".join(f"{check}: {why}" for check, why in judged.skipped))
+        live_before = {k: normalise(v) for k, v in facts["proc"].items()}
         self.result["live_before"] = live_before
-        live_changes = [k for k in sorted(self.wanted) if not same_value(live_before[k], self.wanted[k])]
-        if not p["apply"]:
-            live_changes = []
-
+        actions = judged.actions
+        live_changes = [a.after.split(" = ", 1)[0] for a in actions if a.kind == "proc"]
         text = render(self.wanted)
-        current = self.read_file() if p["persist"] else None
-        text_changed = p["persist"] and current != text
-        mode_changed = (p["persist"] and current is not None
-                        and os.stat(self.path).st_mode & 0o7777 != FILE_MODE)
-        self.result["file_changed"] = bool(text_changed or mode_changed)
-        self.result["changed"] = bool(live_changes or self.result["file_changed"])
+        self.result["file_changed"] = any(a.kind == "file" for a in actions)
+        self.result["changed"] = bool(actions)
+        self.result["findings"] = [f.id for f in judged.findings]
         if p["persist"]:
+            current = facts["sysctl_files"].get(self.path)
             self.result["diff"].append({"before_header": self.path if current is not None else f"{self.path} (absent)",
                                         "after_header": self.path, "before": current or "", "after": text})
-
-        if not self.module.check_mode:
-            self.write_live(live_changes, live_before)
-            if text_changed:
-                self.replace_file(text, current, live_changes)
-            elif mode_changed:
-                os.chmod(self.path, FILE_MODE)
-
+        if actions and not self.module.check_mode:
+            self.execute(actions, live_changes)
         if p["apply"] and not self.module.check_mode:
-            live_after = self.read_live()
+            live_after = {k: normalise(host.read(proc_path(k)) or "") for k in sorted(self.wanted)}
             for key in live_changes:
                 if not same_value(live_after[key], self.wanted[key]):
                     self.module.warn(f"{key}: wrote {self.wanted[key]!r} but the kernel reports {live_after[key]!r}")
@@ -369,18 +296,40 @@ class Sysctl:
             self.result["diff"].append({"before_header": LIVE_HEADER, "after_header": LIVE_HEADER,
                                         "before": _lines(live_before), "after": _lines(live_after)})
         if p["persist"]:
-            self.check_boot(text)
+            self.check_boot({**facts["sysctl_files"], self.path: text})
         return self.result
 
-    def check_boot(self, text):
+    def execute(self, actions, live_changes):
+        """The kernel check's plan, through the one executor (it puts back the live values already written
+        when the kernel rejects one, and then writes no file)."""
+        try:
+            backups = execute(actions, self.host)
+        except ExecutionError as exc:
+            cause = exc.__cause__
+            why = getattr(cause, "strerror", None) or cause or exc
+            step = exc.step
+            if step is not None and step.kind == "proc":
+                key = step.after.split(" = ", 1)[0]
+                restored = ", ".join(exc.rolled_back) or "none"
+                self.fail(f"{key}: the kernel rejected {self.wanted[key]!r} ({why}); nothing was persisted and the "
+                          f"live values already written were restored ({restored})")
+            done = f"; the live values were set ({', '.join(live_changes)})" if live_changes else ""
+            self.fail(f"cannot write {self.path}: {why}{done}" if step is not None and step.kind == "file"
+                      else str(exc))
+        if backups:
+            self.result["backup_file"] = backups[0]
+
+    def check_boot(self, files):
         """Warn about files that undo ours at boot, bad lines in them, and about ours not being read at boot."""
-        files, dirs, last = self.scan(text)
+        for entry in self.scan:
+            if not os.path.exists(entry) and entry not in SYSCTL_DIRS and entry != ETC_SYSCTL_CONF:
+                self.module.warn(f"scan_dirs: {entry} does not exist")
+        dirs, last = scan_split(files, self.scan)
         for error in file_errors(files, dirs, last):
             effect = ("a boot applies it but the conflict check cannot" if error.applied_at_boot
                       else "a boot skips the line and so does the conflict check")
             self.module.warn(f"{error.source}, line {error.line}: {error.reason} ({effect})")
-        order = load_order(files, dirs, last)
-        if self.path not in order:
+        if self.path not in load_order(files, dirs, last):
             masker = masked_by(self.path, files, dirs)
             why = (f"{masker} has the same name in a directory read first" if masker
                    else f"{os.path.dirname(self.path)} is not among the scanned directories ({', '.join(dirs)})")

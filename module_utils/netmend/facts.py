@@ -17,7 +17,7 @@ The host adapter (the Ansible module, the pyinfra deploy's node runner, the lab 
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from . import firewalld, iproute, resolvconf
+from . import firewalld, iproute, kmod, resolvconf
 from .conntrack import parse_conntrack
 from .errors import ProblemsError
 from .flannel import SUBNET_ENV_PATH
@@ -96,10 +96,12 @@ def _fact(facts, name, read, source):
         facts["errors"][name] = f"`{source}` printed what netmend cannot read: {exc}"
 
 
-def sysctl_files(host):
-    """{path: text} of every sysctl.d file and /etc/sysctl.conf, as systemd-sysctl reads them."""
+def sysctl_files(host, scan=(*SYSCTL_DIRS, ETC_SYSCTL_CONF), own=None):
+    """{path: text} of every sysctl.d file and /etc/sysctl.conf, as systemd-sysctl reads them (`scan`: the
+    directories and files, highest precedence first; a scanned file is a key of the result), and netmend's
+    own file `own` wherever it is (the check finds out whether a boot reads it)."""
     files = {}
-    for entry in (*SYSCTL_DIRS, ETC_SYSCTL_CONF):
+    for entry in scan:
         if host.isdir(entry):
             for name in host.listdir(entry):
                 path = os.path.join(entry, name)
@@ -107,7 +109,14 @@ def sysctl_files(host):
                     files[path] = host.read(path)
         elif host.isfile(entry):
             files[entry] = host.read(entry)
+    if own and own not in files and host.isfile(own):
+        files[own] = host.read(own)
     return files
+
+
+def wanted_modules(want):
+    """The kernel modules the want lists (its modules-load.d text), in order."""
+    return kmod.parse_modules_load(want["modules_text"], "want.modules_text") if want.get("modules_text") else []
 
 
 def gather(host, want, checks):
@@ -117,9 +126,13 @@ def gather(host, want, checks):
         _fact(facts, "proc", lambda: {key: _stripped(host.read(proc_path(key))) for key in (want.get("sysctls") or {})},
               "/proc/sys")
         facts["bridge_nf_present"] = host.isdir("/proc/sys/net/bridge")
-        _fact(facts, "sysctl_files", lambda: sysctl_files(host), "the sysctl.d files")
+        scan = want.get("sysctl_scan") or (*SYSCTL_DIRS, ETC_SYSCTL_CONF)
+        _fact(facts, "sysctl_files", lambda: sysctl_files(host, scan, want.get("sysctl_file")), "the sysctl.d files")
         _fact(facts, "modules_file", lambda: host.read(want["modules_file"]) if want.get("modules_file") else None,
               want.get("modules_file"))
+        probe = kmod.HostProbe(host)
+        _fact(facts, "modules", lambda: {name: kmod.status(name, probe) for name in wanted_modules(want)},
+              kmod.PROC_MODULES)
     if any(c in checks for c in IPTABLES_CHECKS):
         _fact(facts, "iptables", lambda: parse_save(_command(host, ["iptables-save"])), "iptables-save")
     if "firewall" in checks and (want.get("firewall") or {}).get("mode", "unmanaged") != "unmanaged":

@@ -246,6 +246,30 @@ class DictProbe(Probe):
         return path in self.files or any(key.startswith(prefix) for key in self.files)
 
 
+class HostProbe(Probe):
+    """The files of a node through a front end's host adapter (netmend.facts): `read(path)` (text, None when
+    it does not exist), `isdir` and `isfile`. Gzipped text (/proc/config.gz, read with surrogateescape) is
+    read uncompressed; a file that cannot be read is None, as for FileProbe."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def read(self, path):
+        try:
+            text = self.host.read(path)
+        except (OSError, RuntimeError):
+            return None
+        if text is not None and text[:2] == "\x1f\x8b":
+            try:
+                return gzip.decompress(text.encode("utf-8", "surrogateescape")).decode("utf-8", errors="replace")
+            except (OSError, EOFError, UnicodeError):
+                return None
+        return text
+
+    def exists(self, path):
+        return self.host.isdir(path) or self.host.isfile(path)
+
+
 def as_probe(probe):
     return DictProbe(probe) if isinstance(probe, Mapping) else probe
 

@@ -110,11 +110,12 @@ def refusal(action):
 
 
 class ExecutionError(RuntimeError):
-    """A step of a plan failed; `done` is what ran before it, `rolled_back` what was undone."""
+    """A step of a plan failed; `done` is what ran before it, `rolled_back` what was undone, `step` the
+    Action that failed (None when the plan was refused before anything ran)."""
 
-    def __init__(self, message, done=(), rolled_back=()):
+    def __init__(self, message, done=(), rolled_back=(), step=None):
         super().__init__(message)
-        self.done, self.rolled_back = list(done), list(rolled_back)
+        self.done, self.rolled_back, self.step = list(done), list(rolled_back), step
 
 
 def execute(actions, host, firewalld=None):
@@ -134,8 +135,8 @@ def execute(actions, host, firewalld=None):
             _step(action, host, firewalld, backups, undo)
         except Exception as exc:
             rolled = _rollback(undo, host)
-            raise ExecutionError(f"{action.describe()} failed: {exc}"
-                                 + (f"; rolled back: {', '.join(rolled)}" if rolled else ""), done, rolled) from exc
+            message = f"{action.describe()} failed: {exc}" + (f"; rolled back: {', '.join(rolled)}" if rolled else "")
+            raise ExecutionError(message, done, rolled, action) from exc
         done.append(action.describe())
     return backups
 

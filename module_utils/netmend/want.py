@@ -69,6 +69,7 @@ def check_want(want):
         sysctl.check_settings(want.get("sysctls") or {"net.ipv4.ip_forward": 1})
     except ProblemsError as exc:
         p += [(f"want.sysctls.{k}", m) for k, m in exc.problems]
+    _kernel_files(p, want)
     _check_want_parts(p, want)
     if p:
         raise WantError(p)
@@ -117,6 +118,44 @@ def _forward(p, want):
     if chain is not None and (not isinstance(chain, str) or not chain.startswith("NETMEND-")
                               or len(chain) > MAX_CHAIN):
         p.append(("want.forward.chain", f"{chain!r} must start with NETMEND- and be at most {MAX_CHAIN} characters"))
+
+
+def _own_file(p, name, path, example):
+    """netmend's own file of a .d directory: absolute, a name ending in .conf that does not start with a dot."""
+    text = str(path)
+    if not text.startswith("/") or not text.endswith(".conf") or text.rsplit("/", 1)[-1].startswith("."):
+        p.append((name, f"{path!r} is not accepted: an absolute path to a file whose name ends in .conf "
+                        f"(and does not start with a dot), such as {example}"))
+
+
+def _kernel_files(p, want):
+    if want.get("sysctl_file"):
+        _own_file(p, "want.sysctl_file", want["sysctl_file"], sysctl.DEFAULT_PATH)
+    if want.get("modules_file"):
+        _own_file(p, "want.modules_file", want["modules_file"], kmod.DEFAULT_LOAD_FILE)
+    if want.get("modules_text"):
+        try:
+            names = kmod.parse_modules_load(str(want["modules_text"]), "want.modules_text")
+        except ValueError as exc:
+            p.append(("want.modules_text", str(exc)))
+            return
+        p += [("want.modules_text", f"{n!r} is not a module name (a-z, 0-9, _ and -)")
+              for n in names if not kmod.MODULE_NAME.match(n)]
+
+
+def check_kernel(want):
+    """Validate what the kernel check reads (want.sysctls, sysctl_file, modules_file, modules_text), for
+    netmend_sysctl and netmend_kmod; a want without sysctls or modules judges none."""
+    p = []
+    if want.get("sysctls") is not None:
+        try:
+            sysctl.check_settings(want["sysctls"])
+        except ProblemsError as exc:
+            p += [(f"want.sysctls.{k}", m) for k, m in exc.problems]
+    _kernel_files(p, want)
+    if p:
+        raise WantError(p)
+    return want
 
 
 def check_forward(want):

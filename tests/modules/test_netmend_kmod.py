@@ -77,7 +77,9 @@ def test_base_modules_are_present_and_listed_once(tmp_path):
         assert entry["state"] in ("builtin", "loaded"), (name, entry)
         assert entry["evidence"] == status(name, FileProbe("/")).evidence
 
+    assert first["findings"] == ["KMOD-NOT-PERSISTED"] and nopersist["findings"] == []
     assert not second["changed"] and not second["file_changed"], "a second run changes nothing"
+    assert second["findings"] == [], "the audit's kernel check finds nothing either"
     assert second_files == first_files and second["modules"] == first["modules"]
 
 
@@ -88,7 +90,8 @@ def test_a_different_file_is_backed_up_and_rewritten(tmp_path):
     assert result["changed"] and result["file_changed"]
     backup = Path(result["backup_file"]).name
     assert files[backup] == ("600", "overlay\n")
-    assert files["netmend.conf"] == ("644", render(["overlay", "nf-conntrack"]))
+    assert files["netmend.conf"] == ("600", render(["overlay", "nf-conntrack"]))  # a rewritten file keeps its mode
+    assert result["findings"] == ["KMOD-NOT-PERSISTED"], "the audit's finding for the same file"
     assert result["diff"]["before"] == "overlay\n"
 
 

@@ -156,7 +156,7 @@ def test_diff_and_backup_when_the_file_changes(netns):
     assert backup.startswith(OURS + ".") and not backup.endswith(".conf")  # a boot does not read it
     assert sorted(ns.text("ls").split()) == sorted(["90-netmend.conf", os.path.basename(backup)])
     assert ns.text("backup") == old
-    assert ns.text("mode").strip() == "644"
+    assert ns.text("mode").strip() == "600"  # a rewritten file keeps its mode (the executor's file step)
     nobackup = ns.result("nobackup")
     assert nobackup["changed"] and "backup_file" not in nobackup
     assert ns.text("ls2") == ns.text("ls")
@@ -167,11 +167,18 @@ def test_conflicting_later_file_warns_and_is_left_alone(netns):
         printf 'net.ipv4.ip_forward=0\\nnot an assignment\\n' > /etc/sysctl.d/99-zz.conf
         cp /etc/sysctl.d/99-zz.conf "$OUT/zz.before"
         run conflict '{args({"net.ipv4.ip_forward": 1})}'
+        run again '{args({"net.ipv4.ip_forward": 1})}'
         cp /etc/sysctl.d/99-zz.conf "$OUT/zz.after"
         cat {FORWARD} > "$OUT/forward"
+        cat {OURS} > "$OUT/file"
     """)
-    result = ns.result("conflict")
-    assert result["rc"] == 0 and result["changed"]
+    result, again = ns.result("conflict"), ns.result("again")
+    assert result["rc"] == 0 and result["changed"] and result["file_changed"]
+    assert ns.text("file") == render({"net.ipv4.ip_forward": "1"}), "netmend's own file is written all the same"
+    assert result["findings"] == ["SYSCTL-IP-FORWARD-OFF", "SYSCTL-NOT-PERSISTED"]
+    # A second run plans nothing: the host's later file is reported (the audit's finding stays), never edited.
+    assert again["rc"] == 0 and not again["changed"] and again["findings"] == ["SYSCTL-NOT-PERSISTED"]
+    assert again["conflicts"] == result["conflicts"] and again["warnings"] == result["warnings"]
     assert result["conflicts"] == [{"key": "net.ipv4.ip_forward", "wanted": "1", "path": "/etc/sysctl.d/99-zz.conf",
                                     "value": "0"}]
     assert ("/etc/sysctl.d/99-zz.conf sets net.ipv4.ip_forward = 0 after /etc/sysctl.d/90-netmend.conf; "

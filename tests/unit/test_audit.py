@@ -37,6 +37,7 @@ from netmend.want import build as want_build
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "drift"
+KMOD_FIXTURES = ROOT / "tests" / "fixtures" / "kmod" / "debian12"  # a real /proc/modules and osrelease
 POD_PATH = "/etc/netns/nmlab-{pod}/resolv.conf"
 HOSTNET_PATH = "/var/lib/kubelet/pods/{pod}/etc-resolv.conf"
 COREFILE_PATH = "/etc/kubernetes/netmend/coredns/Corefile"
@@ -153,6 +154,7 @@ class Raw:
         self.sysctl_files = {SYSCTL_FILE: sysctl.render(SYSCTLS),
                              "/usr/lib/sysctl.d/50-default.conf": "net.ipv4.conf.default.rp_filter = 2\n"}
         self.modules_file = lab_want()["modules_text"]
+        self.proc_modules = KMOD_FIXTURES.joinpath("proc", "modules").read_text()
         self.firewalld_running = True
         self.pod_resolv = {p["path"]: pod_text(p["namespace"]) for p in TRUTH["pods"]["w1"]}
         self.conntrack = DNS_FLOW.format(reply="10.244.0.3")
@@ -161,6 +163,17 @@ class Raw:
         self.ipvs_link = None  # `ip -d -j addr show`'s kube-ipvs0 entry, when the node has one
         self.ip_vs = None  # /proc/net/ip_vs
 
+    def modules(self):
+        """netmend.kmod.status of each wanted module. An unloaded br_netfilter (bridge_nf_present false) is gone
+        from /proc/modules and takes /proc/sys/net/bridge with it."""
+        text = "".join(line for line in self.proc_modules.splitlines(keepends=True)
+                       if self.bridge_nf_present or not line.startswith("br_netfilter "))
+        probe = {kmod.PROC_MODULES: text, kmod.OSRELEASE: KMOD_FIXTURES.joinpath(kmod.OSRELEASE[1:]).read_text()}
+        if self.bridge_nf_present:
+            probe["/proc/sys/net/bridge"] = True
+        names = kmod.parse_modules_load(lab_want()["modules_text"], "modules_text")
+        return {name: kmod.status(name, probe) for name in names}
+
     def link(self, name):
         return next(lk for lk in self.links if lk["ifname"] == name)
 
@@ -168,6 +181,7 @@ class Raw:
         count = len(self.conntrack.splitlines())
         state = {"proc": dict(self.proc), "bridge_nf_present": self.bridge_nf_present,
                  "sysctl_files": dict(self.sysctl_files), "modules_file": self.modules_file,
+                 "modules": self.modules(),
                  "iptables": parse_save(self.iptables),
                  "firewalld": {"running": self.firewalld_running, "default_zone": "public",
                                "zones": firewalld.parse_zones(self.zones)},
@@ -285,7 +299,7 @@ def test_the_lab_want_is_valid_and_w1_audits_clean_with_every_check():
     result = run(Raw())
     assert result.findings == [] and result.actions == [] and result.skipped == []
     assert sorted(result.checks) == sorted(checks.CATALOG)
-    assert len(checks.CATALOG) == 31
+    assert len(checks.CATALOG) == 33
     assert [i for ids in checks.CHECKS.values() for i in ids] == list(result.checks)
 
 
@@ -345,18 +359,33 @@ def test_an_extra_sysctl_that_drifted_is_value_drift():
         ("proc", "/proc/sys/net/ipv4/tcp_keepalive_time", "600")]
 
 
-def test_br_netfilter_missing_is_one_finding_modprobe_and_the_modules_file():
+def test_br_netfilter_missing_is_modprobe_and_a_missing_modules_file_is_its_own_finding():
     raw = Raw()
     raw.bridge_nf_present = False
     for key in ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"):
         raw.proc[key] = None  # /proc/sys/net/bridge is gone with the module
     raw.modules_file = None
     result = run(raw)
-    only(result, "KMOD-BR-NETFILTER-MISSING")
+    assert [f.id for f in result.findings] == ["KMOD-BR-NETFILTER-MISSING", "KMOD-NOT-PERSISTED"]
     modprobe, modules = result.actions
-    assert (modprobe.kind, modprobe.payload) == ("command", [["modprobe", "br_netfilter"]])
-    assert (modules.kind, modules.target) == ("file", "/etc/modules-load.d/netmend.conf")
+    assert (modprobe.finding, modprobe.kind, modprobe.payload) == (
+        "KMOD-BR-NETFILTER-MISSING", "command", [["modprobe", "br_netfilter"]])
+    assert (modules.finding, modules.kind, modules.target) == (
+        "KMOD-NOT-PERSISTED", "file", "/etc/modules-load.d/netmend.conf")
     assert modules.payload == lab_want()["modules_text"] and "br_netfilter\n" in modules.payload
+
+
+def test_every_wanted_module_is_judged_and_the_modules_file_is_the_roles_text():
+    raw = Raw()
+    raw.proc_modules = "".join(line + "\n" for line in raw.proc_modules.splitlines()
+                               if not line.startswith("overlay "))
+    raw.modules_file = raw.modules_file.replace("nf_conntrack\n", "")
+    result = run(raw)
+    assert [f.id for f in result.findings] == ["KMOD-MODULE-MISSING", "KMOD-NOT-PERSISTED"]
+    assert "overlay" in result.findings[0].actual and "nf_conntrack" in result.findings[1].actual
+    assert [a.describe() for a in result.actions] == [
+        "KMOD-MODULE-MISSING: modprobe overlay",
+        "KMOD-NOT-PERSISTED: rewrite /etc/modules-load.d/netmend.conf (backed up)"]
 
 
 def test_br_netfilter_missing_with_the_modules_file_in_place_only_loads_it():
@@ -389,6 +418,30 @@ def test_a_later_host_file_overriding_ours_is_reported_without_touching_any_file
     assert "/etc/sysctl.d/99-host.conf" in finding.fix and "never edits" in finding.fix
     assert "/etc/sysctl.d/99-host.conf: net.ipv4.ip_forward = 0" in finding.evidence
     assert "net.ipv4.ip_forward = 0 (/etc/sysctl.d/99-host.conf)" in finding.actual
+
+
+def test_a_later_host_file_with_netmends_file_absent_rewrites_only_netmends_and_then_plans_nothing():
+    """The kernel role and the audit agree: netmend's own file is rendered when it differs, the host's later
+    file is named and never edited; once netmend's file is right the finding stays with nothing to plan."""
+    raw = Raw()
+    del raw.sysctl_files[SYSCTL_FILE]
+    raw.sysctl_files["/etc/sysctl.d/99-host.conf"] = "net.ipv4.ip_forward = 0\n"
+    first = run(raw)
+    finding = only(first, "SYSCTL-NOT-PERSISTED")
+    (action,) = first.actions
+    assert (action.kind, action.target, action.payload) == ("file", SYSCTL_FILE, sysctl.render(SYSCTLS))
+    assert "/etc/sysctl.d/99-host.conf" in finding.fix and "never edits" in finding.fix
+    raw.sysctl_files[SYSCTL_FILE] = action.payload
+    second = run(raw)
+    assert only(second, "SYSCTL-NOT-PERSISTED").evidence == finding.evidence and second.actions == []
+
+
+def test_netmends_sysctl_file_is_rewritten_when_it_differs_even_if_the_boot_values_are_right():
+    raw = Raw()
+    raw.sysctl_files[SYSCTL_FILE] += "net.ipv4.tcp_keepalive_time = 600\n"  # a hand edit, or an extra removed
+    result = run(raw)
+    assert only(result, "SYSCTL-NOT-PERSISTED").actual == f"{SYSCTL_FILE} differs"
+    assert [(a.kind, a.target, a.payload) for a in result.actions] == [("file", SYSCTL_FILE, sysctl.render(SYSCTLS))]
 
 
 # --- firewalld --------------------------------------------------------------------------------------

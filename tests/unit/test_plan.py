@@ -72,6 +72,7 @@ def test_a_failed_step_rolls_back_files_and_proc_keys_and_names_the_step(tmp_pat
     assert "CONNTRACK-STALE-DNS: sh -c" in str(err.value) and "no such flow" in str(err.value)
     assert err.value.done == [plan[0].describe(), plan[1].describe()]
     assert err.value.rolled_back == [str(conf), str(key)]
+    assert err.value.step is plan[2]  # netmend_sysctl and netmend_kmod word their failure from it
     assert conf.read_text() == "old\n" and key.read_text() == "0"
 
 

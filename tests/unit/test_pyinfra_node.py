@@ -12,7 +12,7 @@ import re
 import subprocess
 
 import pytest
-from test_audit import CONNTRACK_SUMMARY, DNS_FLOW, SYSCTL_FILE, SYSCTLS, fixture, lab_want, pod_text
+from test_audit import CONNTRACK_SUMMARY, DNS_FLOW, KMOD_FIXTURES, SYSCTL_FILE, SYSCTLS, fixture, lab_want, pod_text
 
 from deploys.node import MISSING, NodeHost, NodeReadError, NodeReads, batch_script, gather, parse_records
 from netmend import facts, resolvconf, sysctl
@@ -130,7 +130,9 @@ class Node:
         self.files |= {SYSCTL_FILE: sysctl.render(SYSCTLS), "/etc/sysctl.conf": "# nothing\n",
                        "/usr/lib/sysctl.d/50-default.conf": "net.ipv4.conf.default.rp_filter = 2\n",
                        want["modules_file"]: want["modules_text"], "/run/flannel/subnet.env": fixture("w1-subnet.env"),
-                       "/etc/resolv.conf": fixture("w1-resolv.conf")}
+                       "/etc/resolv.conf": fixture("w1-resolv.conf"),
+                       "/proc/modules": KMOD_FIXTURES.joinpath("proc", "modules").read_text(),
+                       "/proc/sys/kernel/osrelease": KMOD_FIXTURES.joinpath("proc/sys/kernel/osrelease").read_text()}
         self.files |= {p["path"]: pod_text(p["namespace"]) for p in want["dns"]["pods"]}
         self.dirs = {"/proc/sys/net/bridge", "/etc/sysctl.d", "/usr/lib/sysctl.d"}
         addrs = fixture("w1-addrs.json")
