@@ -274,13 +274,20 @@ def reconcile(want, owned, list_zone):
     """Everything firewalld needs, in both configurations: (argument lists for firewall-cmd, the owned
     record after, diff text before, diff text after). list_zone(zone, permanent) returns the zone's
     `firewall-cmd [--permanent] --zone=Z --list-all` text (the wanted zones and those netmend's record
-    names); owned is the record of what netmend added."""
-    configs = {config: {zname: parse_list_all(list_zone(zname, permanent))
-                        for zname in dict.fromkeys([*want, *(owned.get(config) or {})])}
-               for config, permanent in CONFIGS}
+    names); owned is the record of what netmend added. A zone only the record names that cannot be listed
+    (deleted since) is not planned and stays in the record as it was."""
+    configs, unread = {}, {}
+    for config, permanent in CONFIGS:
+        configs[config] = {zname: parse_list_all(list_zone(zname, permanent)) for zname in want}
+        for zname in (z for z in owned.get(config) or {} if z not in want):
+            try:
+                configs[config][zname] = parse_list_all(list_zone(zname, permanent))
+            except Exception:  # any failure: the zone is left alone, its record kept
+                unread.setdefault(config, {})[zname] = owned[config][zname]
     judged = judge(want, configs, owned)
     before, after = view(want, configs, judged)
-    return argvs(judged), {config: judged[config][1] for config, _ in CONFIGS}, before, after
+    return argvs(judged), {config: {**judged[config][1], **unread.get(config, {})} for config, _ in CONFIGS}, \
+        before, after
 
 
 def items(changes):

@@ -182,3 +182,18 @@ def test_reconcile_reads_the_zones_netmend_s_record_names_in_each_configuration(
     assert before.split("# permanent\n")[1].endswith("public\n  interfaces: \n  sources: \n  ports: 10250/tcp\n"
                                                      "  masquerade: yes\n")
     assert "ports: 10250/tcp" not in after.split("# permanent\n")[1].split("public\n")[1]
+
+
+def test_reconcile_leaves_a_recorded_zone_it_cannot_list_alone_and_keeps_its_record():
+    zone = "public\n  interfaces: \n  sources: \n  ports: 10250/tcp\n  masquerade: no\n"
+
+    def list_zone(name, _permanent):
+        if name == "gone":
+            raise RuntimeError("firewall-cmd (rc 112): Error: INVALID_ZONE: gone")
+        return zone.replace("public", name, 1)
+
+    w = check_want({"zone": "public", "trusted_zone": "trusted", "ports": ["10250/tcp"], "trusted_interfaces": [],
+                    "trusted_sources": [], "masquerade": False})
+    owned = {"runtime": {"gone": {"ports": ["8472/udp"]}}}
+    argvs, new, _before, _after = reconcile(w, owned, list_zone)
+    assert argvs == [] and new["runtime"]["gone"] == {"ports": ["8472/udp"]}
