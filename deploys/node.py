@@ -25,7 +25,7 @@ import shlex
 from pyinfra.api import FactBase
 
 from netmend import facts as core_facts
-from netmend import kmod, resolvconf
+from netmend import firewalld, kmod, resolvconf
 from netmend.sysctl import ETC_SYSCTL_CONF, SYSCTL_DIRS
 
 # get_bin_path's search (Ansible, ModuleHost.tool): the PATH, then the sbin directories.
@@ -313,12 +313,17 @@ class NodeHost:
 
 def hints(want, checks):
     """The reads gather makes only after a first answer, asked for in its first round: the sysctl.d directories
-    with their files (listdir, then each file), /proc/modules and the kernel release (kmod.status), and the
-    node's nameservers probed (resolv.conf, then the probe).
+    with their files (listdir, then each file), /proc/modules and the kernel release (kmod.status), the node's
+    nameservers probed (resolv.conf, then the probe), and firewalld's permanent zones and netmend's record
+    (after the runtime zones parse, firewall_mode configured).
     An answer a hint does not hold (a nameserver the script did not see) is read in a later round."""
     extra = [*(("tree", d) for d in SYSCTL_DIRS), ("tree", ETC_SYSCTL_CONF), ("isfile", ETC_SYSCTL_CONF),
              ("read", ETC_SYSCTL_CONF), ("read", kmod.PROC_MODULES), ("read", kmod.OSRELEASE)] \
         if "kernel" in checks else []
+    fw = want.get("firewall") or {}
+    if "firewall" in checks and fw.get("mode") == "configured":
+        extra += [("run", ("firewall-cmd", "--permanent", "--list-all-zones"), ()),
+                  ("read", fw.get("state_file") or firewalld.STATE_FILE)]
     if "node-dns" in checks:
         timeout = float((want.get("dns") or {}).get("probe_timeout", 1.0))
         extra.append(("resolv-dns", resolvconf.ETC_RESOLV_CONF, timeout))

@@ -16,8 +16,9 @@ How each kind of step runs (`Steps.commands`):
 - file: the new text uploaded, then one shell: the directory made, the old file copied to `PATH.<time>.netmend~`
   when it exists and differs, the new one given the old one's mode and owner (or the step's mode) and moved into
   place (a rename, atomic).
-- firewalld: netmend.firewalld.reconcile over the zones as the node shows them when the step is reached: one
-  `firewall-cmd` per change, runtime and permanent, then netmend's record (the state file).
+- firewalld: netmend.firewalld.reconcile over the zones as the node shows them when the step is reached (the
+  wanted zones and those netmend's record names): one `firewall-cmd` per change, runtime and permanent, then
+  netmend's record (the state file), as the Ansible modules' hook (ModuleHost.firewalld) does.
 
 Unlike netmend.plan.execute, nothing is rolled back when a step fails: pyinfra stops the operation at the
 failed command; files rewritten before it keep their backups (docs/pyinfra.md).
@@ -126,11 +127,15 @@ class Steps:
         """Exactly the missing entries, runtime and permanent, from the zones as the node shows them now;
         then netmend's record of what it added (the firewall role's state file)."""
         path = payload.get("state_file") or STATE_FILE
-        zones = list(payload["want"])
-        lists = [("firewall-cmd", *(["--permanent"] if permanent else []), f"--zone={z}", "--list-all")
-                 for _, permanent in firewalld.CONFIGS for z in zones]
-        self.node.prefetch([("read", path), *(("run", argv, ()) for argv in lists)])
+
+        def lists(owned):  # the zones reconcile reads: the wanted ones and those netmend's record names
+            return [("run", ("firewall-cmd", *(["--permanent"] if permanent else []), f"--zone={z}", "--list-all"), ())
+                    for config, permanent in firewalld.CONFIGS
+                    for z in dict.fromkeys([*payload["want"], *(owned.get(config) or {})])]
+
+        self.node.prefetch([("read", path), *lists({})])
         owned = firewalld.load_owned(self.node.read(path), path)
+        self.node.prefetch(lists(owned))  # a zone netmend no longer manages, read in a second round
 
         def list_zone(zone, permanent):
             rc, out, err = self.node.run(["firewall-cmd", *(["--permanent"] if permanent else []),

@@ -96,45 +96,15 @@ backups:
   returned: always
 """
 
-import json  # noqa: E402 - Ansible modules put DOCUMENTATION first
-from dataclasses import asdict  # noqa: E402
+from dataclasses import asdict  # noqa: E402 - Ansible modules put DOCUMENTATION first
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.netmend.netmend.plugins.module_utils.netmend import firewalld  # noqa: E402
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.checks import CHECKS, audit  # noqa: E402
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError  # noqa: E402
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.facts import gather  # noqa: E402
-from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import read_text, write_atomic  # noqa: E402
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.modulehost import ModuleHost  # noqa: E402
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.plan import ExecutionError, execute  # noqa: E402
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.want import check_want  # noqa: E402
-
-
-def firewalld_fix(module, host):
-    """The plan's firewalld step: exactly the missing entries, runtime and permanent, and netmend's record."""
-
-    def fix(payload):
-        fwcmd = host.tool("firewall-cmd")
-        path = payload.get("state_file") or "/var/lib/netmend/firewalld.json"
-        owned = firewalld.load_owned(read_text(path), path)
-
-        def list_zone(zname, permanent):
-            return _ok(host.run([fwcmd, *(["--permanent"] if permanent else []), f"--zone={zname}", "--list-all"]))
-
-        argvs, new_owned, _before, _after = firewalld.reconcile(payload["want"], owned, list_zone)
-        for argv in argvs:
-            _ok(host.run([fwcmd, *argv]))
-        if new_owned != owned:
-            write_atomic(module, path, json.dumps(new_owned, indent=2, sort_keys=True) + "\n", 0o644)
-
-    return fix
-
-
-def _ok(result):
-    rc, out, err = result
-    if rc != 0:
-        raise RuntimeError(f"firewall-cmd (rc {rc}): {(err or out).strip()}")
-    return out
 
 
 def _finding(f):
@@ -167,7 +137,7 @@ def main():
         result["remaining"] = result["findings"]
         module.exit_json(**result)
     try:
-        result["backups"] = execute(before.actions, host, firewalld_fix(module, host))
+        result["backups"] = execute(before.actions, host, host.firewalld)
     except ExecutionError as exc:
         module.fail_json(msg=f"the fix stopped: {exc}", done=exc.done, rolled_back=exc.rolled_back, **result)
     after = audit(gather(host, want, checks), want, checks)

@@ -136,7 +136,7 @@ def gather(host, want, checks):
     if any(c in checks for c in IPTABLES_CHECKS):
         _fact(facts, "iptables", lambda: parse_save(_command(host, ["iptables-save"])), "iptables-save")
     if "firewall" in checks and (want.get("firewall") or {}).get("mode", "unmanaged") != "unmanaged":
-        _fact(facts, "firewalld", lambda: read_firewalld(host), "firewall-cmd --list-all-zones")
+        _fact(facts, "firewalld", lambda: read_firewalld(host, want["firewall"]), "firewall-cmd --list-all-zones")
     if "flannel" in checks:
         _fact(facts, "links", lambda: _links(host, facts), "ip -j")
         facts["subnet_env"] = host.read(SUBNET_ENV_PATH)
@@ -167,8 +167,10 @@ def _links(host, facts):
     return facts["links"]
 
 
-def read_firewalld(host):
-    """None when firewalld is not installed; {"running": False}; or the default zone and every zone."""
+def read_firewalld(host, fw):
+    """None when firewalld is not installed; {"running": False}; or the default zone and every zone. With
+    firewall_mode configured, also every zone of the permanent configuration (what firewalld loads at the
+    next reload or start) and netmend's record of what it added (`state_file`)."""
     if not host.tool("firewall-cmd"):
         return None
     rc, _out, _err = host.run([host.tool("firewall-cmd"), "--state"])
@@ -176,7 +178,20 @@ def read_firewalld(host):
         return {"running": False}
     default = _command(host, ["firewall-cmd", "--get-default-zone"]).strip()
     zones = firewalld.parse_zones(_command(host, ["firewall-cmd", "--list-all-zones"]))
-    return {"running": True, "default_zone": default, "zones": zones}
+    state = {"running": True, "default_zone": default, "zones": zones}
+    if fw.get("mode") == "configured":
+        try:
+            permanent = firewalld.parse_zones(_command(host, ["firewall-cmd", "--permanent", "--list-all-zones"]))
+        except firewalld.FirewalldError as exc:
+            raise FactError(f"`firewall-cmd --permanent --list-all-zones` printed what netmend cannot read: {exc}") \
+                from None
+        path = fw.get("state_file") or firewalld.STATE_FILE
+        try:
+            owned = firewalld.load_owned(host.read(path), path)
+        except firewalld.FirewalldError as exc:
+            raise FactError(str(exc)) from None
+        state.update(permanent=permanent, owned=owned)
+    return state
 
 
 def read_conntrack(host, cluster_dns):

@@ -16,6 +16,7 @@ CONTROL_PLANE_PORTS = ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10257/tcp", "1
 NODE_PORTS = ("10250/tcp", "10256/tcp", "30000-32767/tcp", "30000-32767/udp")
 DNS_PORTS = ("53/udp", "53/tcp", "9153/tcp")
 PROTOCOLS = ("tcp", "udp", "sctp", "dccp")
+STATE_FILE = "/var/lib/netmend/firewalld.json"  # netmend's record of what it added (firewall_state_file)
 # The --list-all fields netmend reads; the others are kept as text.
 LIST_FIELDS = ("target", "icmp-block-inversion", "interfaces", "sources", "services", "ports", "protocols",
                "forward", "masquerade", "forward-ports", "source-ports", "icmp-blocks", "rich rules")
@@ -165,10 +166,14 @@ def plan(want, current, owned):
     --list-all}; owned: {zone: {kind: [..]}} of what netmend added before. Returns (changes, owned after)
     where changes is a list of (zone, action, kind, values) with action 'add', 'change' or 'remove'.
     Interfaces and sources are bound with 'change', which also moves them out of another zone: cni0,
-    flannel.1 and the pod and service CIDRs are Kubernetes', not the host's.
+    flannel.1 and the pod and service CIDRs are Kubernetes', not the host's. A zone netmend added to
+    before and no longer manages (firewall_zone changed) loses what netmend added there, except an
+    interface or source another wanted zone takes (the 'change' moves it).
     """
     changes, new_owned = [], {}
-    for zname, settings in want.items():
+    bound = {v for settings in want.values() for kind in ("interfaces", "sources") for v in settings.get(kind, ())}
+    left = {zname: {"masquerade": False} for zname in owned if zname not in want and zname in current}
+    for zname, settings in {**want, **left}.items():
         have = current[zname]
         mine = owned.get(zname, {})
         keep = new_owned.setdefault(zname, {})
@@ -177,7 +182,8 @@ def plan(want, current, owned):
             present = set(have.get(kind, ()))
             missing = [v for v in wanted if v not in present]
             add, move = (missing, []) if kind == "ports" else ([], missing)
-            stale = [v for v in mine.get(kind, ()) if v not in wanted and v in present]
+            stale = [v for v in mine.get(kind, ()) if v not in wanted and v in present
+                     and (kind == "ports" or v not in bound)]
             if add:
                 changes.append((zname, "add", kind, add))
             if move:
@@ -195,6 +201,8 @@ def plan(want, current, owned):
                 changes.append((zname, "remove", "masquerade", []))
             elif settings["masquerade"]:
                 keep["masquerade"] = was_mine
+        if zname in left:
+            del new_owned[zname]  # nothing of a zone netmend no longer manages stays netmend's
     return changes, new_owned
 
 
@@ -238,30 +246,59 @@ def render(zone):
 CONFIGS = (("runtime", False), ("permanent", True))
 
 
+def judge(want, configs, owned):
+    """{config: (changes, owned after)} for each configuration of CONFIGS. configs: {config: {zone: parsed
+    --list-all}} holding at least the wanted zones; owned: netmend's record, {config: {zone: {kind: [..]}}}.
+    The one judgement of firewalld: the firewall check reports it, reconcile (the hooks) carries it out."""
+    return {config: plan(want, configs[config], owned.get(config) or {}) for config, _ in CONFIGS}
+
+
+def view(want, configs, judged=None):
+    """(before, after): the zones netmend manages in each configuration, before and after the changes
+    (judged None: no changes)."""
+    before, after = [], []
+    for config, _ in CONFIGS:
+        current, changes = configs[config], judged[config][0] if judged else []
+        zones = list(dict.fromkeys([*want, *(c[0] for c in changes)]))
+        before += [f"# {config}\n"] + [render(current[z]) for z in zones]
+        after += [f"# {config}\n"] + [render(apply_changes(current[z], changes)) for z in zones]
+    return "".join(before), "".join(after)
+
+
+def argvs(judged):
+    """Every firewall-cmd argument list of a judgement, runtime first, then permanent."""
+    return [argv for config, permanent in CONFIGS for argv in commands(judged[config][0], permanent)]
+
+
 def reconcile(want, owned, list_zone):
     """Everything firewalld needs, in both configurations: (argument lists for firewall-cmd, the owned
     record after, diff text before, diff text after). list_zone(zone, permanent) returns the zone's
-    `firewall-cmd [--permanent] --zone=Z --list-all` text; owned is the record of what netmend added."""
-    argvs, new_owned, before, after = [], {}, [], []
+    `firewall-cmd [--permanent] --zone=Z --list-all` text (the wanted zones and those netmend's record
+    names); owned is the record of what netmend added. A zone only the record names that cannot be listed
+    (deleted since) is not planned and stays in the record as it was."""
+    configs, unread = {}, {}
     for config, permanent in CONFIGS:
-        current = {zname: parse_list_all(list_zone(zname, permanent)) for zname in want}
-        changes, new_owned[config] = plan(want, current, owned.get(config, {}))
-        argvs += commands(changes, permanent)
-        before += [f"# {config}\n"] + [render(current[z]) for z in want]
-        after += [f"# {config}\n"] + [render(apply_changes(current[z], changes)) for z in want]
-    return argvs, new_owned, "".join(before), "".join(after)
+        configs[config] = {zname: parse_list_all(list_zone(zname, permanent)) for zname in want}
+        for zname in (z for z in owned.get(config) or {} if z not in want):
+            try:
+                configs[config][zname] = parse_list_all(list_zone(zname, permanent))
+            except Exception:  # any failure: the zone is left alone, its record kept
+                unread.setdefault(config, {})[zname] = owned[config][zname]
+    judged = judge(want, configs, owned)
+    before, after = view(want, configs, judged)
+    return argvs(judged), {config: {**judged[config][1], **unread.get(config, {})} for config, _ in CONFIGS}, \
+        before, after
 
 
-def missing(want, current):
-    """What the running firewall lacks for the node (the adds and binds of plan, without removals):
-    ["zone: port 8472/udp", "trusted: interface cni0", "public: masquerade"]."""
-    changes, _ = plan(want, current, {})
+def items(changes):
+    """[(verb, item)] of one configuration's changes, as a person reads them: ("add", "public: port
+    8472/udp"), ("add", "trusted: interface cni0"), ("remove", "public: masquerade")."""
     stems = dict(KINDS)
     out = []
     for zname, action, kind, values in changes:
-        if action == "remove":
-            continue
-        out += [f"{zname}: masquerade"] if kind == "masquerade" else [f"{zname}: {stems[kind]} {v}" for v in values]
+        verb = "remove" if action == "remove" else "add"
+        out += [(verb, f"{zname}: masquerade")] if kind == "masquerade" else \
+            [(verb, f"{zname}: {stems[kind]} {v}") for v in values]
     return out
 
 

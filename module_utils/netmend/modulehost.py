@@ -2,14 +2,16 @@
 
 Stdlib only (the module object is handed in): commands run as argv lists with LC_ALL=C through
 `run_command`, tools are found with `get_bin_path`, files are backed up with `backup_local` and written
-through a temp file and `atomic_move`.
+through a temp file and `atomic_move`. `firewalld(payload)` is the plan's firewalld hook.
 """
 
+import json
 import os
 import shutil
 
+from . import firewalld
 from .facts import LocalHost
-from .files import replace_file
+from .files import read_text, replace_file, write_atomic
 
 ENV = {"LC_ALL": "C"}
 
@@ -44,3 +46,28 @@ class ModuleHost(LocalHost):
         if os.path.isdir("/run/systemd/system") and self.tool("systemctl"):
             return [self.tool("systemctl"), verb, name]
         return [self.tool("service") or "service", name, verb]
+
+    def firewalld(self, payload):
+        """The plan's firewalld step (netmend.plan.execute's hook): netmend.firewalld.reconcile over the zones
+        as firewalld shows them now, one firewall-cmd per change, runtime and permanent, then netmend's record
+        (the state file). Returns the firewall-cmd argument lists it ran."""
+        fwcmd = self.tool("firewall-cmd")
+        path = payload.get("state_file") or firewalld.STATE_FILE
+        owned = firewalld.load_owned(read_text(path), path)
+
+        def list_zone(zname, permanent):
+            return _ok(self.run([fwcmd, *(["--permanent"] if permanent else []), f"--zone={zname}", "--list-all"]))
+
+        argvs, new_owned, _before, _after = firewalld.reconcile(payload["want"], owned, list_zone)
+        for argv in argvs:
+            _ok(self.run([fwcmd, *argv]))
+        if new_owned != owned:
+            write_atomic(self.module, path, json.dumps(new_owned, indent=2, sort_keys=True) + "\n", 0o644)
+        return argvs
+
+
+def _ok(result):
+    rc, out, err = result
+    if rc != 0:
+        raise RuntimeError(f"firewall-cmd (rc {rc}): {(err or out).strip()}")
+    return out

@@ -30,7 +30,8 @@ class Action:
     with `payload`; iptables: `iptables-restore -w --noflush` of `payload` into table `target`
     (ip6tables-restore for family ipv6); ip / bridge: `ip -batch` / `bridge -batch` of the `payload` lines;
     command: the argv lists in `payload` ("@service NAME VERB" is the host's service manager);
-    firewalld: firewall-cmd changes (`payload` {want, state_file, missing}, run by the host's firewalld hook).
+    firewalld: firewall-cmd changes (`payload` {want, state_file, steps, commands}, run by the host's firewalld
+    hook, which reads the zones again when the step is reached: netmend.firewalld.reconcile).
     """
 
     finding: str
@@ -54,8 +55,7 @@ class Action:
         if self.kind in ("ip", "bridge"):
             return f"{self.finding}: {self.kind} " + "; ".join(self.payload)
         if self.kind == "firewalld":
-            return (f"{self.finding}: firewall-cmd, runtime and permanent: add "
-                    + ", ".join(self.payload.get("missing", ())))
+            return f"{self.finding}: firewall-cmd, no reload: " + "; ".join(self.payload.get("steps", ()))
         return f"{self.finding}: " + "; ".join(" ".join(a) for a in self.payload)
 
     def diff(self):

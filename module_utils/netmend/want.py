@@ -77,13 +77,7 @@ def check_want(want):
 
 
 def _check_want_parts(p, want):
-    fw = want.get("firewall") or {}
-    _choice(p, "want.firewall.mode", fw.get("mode", "unmanaged"), FIREWALL_MODES)
-    if fw.get("mode") == "configured":
-        try:
-            firewalld.check_want({**fw, "zone": fw.get("zone") or "public"})
-        except ProblemsError as exc:
-            p += [(f"want.firewall.{k}", m) for k, m in exc.problems]
+    _firewall(p, want)
     _forward(p, want)
     if (want.get("kube_proxy") or {}).get("mode") is not None:
         _choice(p, "want.kube_proxy.mode", want["kube_proxy"]["mode"], PROXY_MODES)
@@ -109,6 +103,25 @@ def _check_want_parts(p, want):
     for i, pod in enumerate(dns.get("pods") or []):
         if not isinstance(pod, dict) or not pod.get("name") or not str(pod.get("path", "")).startswith("/"):
             p.append((f"want.dns.pods[{i}]", "is not a pod {name, namespace, host_network, path (absolute)}"))
+
+
+def _firewall(p, want):
+    fw = want.get("firewall") or {}
+    _choice(p, "want.firewall.mode", fw.get("mode", "unmanaged"), FIREWALL_MODES)
+    if fw.get("mode") == "configured":
+        try:
+            firewalld.check_want({**fw, "zone": fw.get("zone") or "public"})
+        except ProblemsError as exc:
+            p += [(f"want.firewall.{k}", m) for k, m in exc.problems]
+
+
+def check_firewall(want):
+    """Validate what the firewall check reads (want.firewall), for netmend_firewalld."""
+    p = []
+    _firewall(p, want)
+    if p:
+        raise WantError(p)
+    return want
 
 
 def _forward(p, want):

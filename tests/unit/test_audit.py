@@ -144,6 +144,8 @@ class Raw:
         self.neighs = json.loads(fixture("w1-neighs.json"))
         self.fdb = json.loads(fixture("w1-fdb.json"))
         self.zones = fixture("w1-firewalld-zones.txt")
+        self.permanent_zones = self.zones  # firewall-cmd --permanent --list-all-zones: the same zones on w1
+        self.firewalld_owned = {}  # netmend's record (/var/lib/netmend/firewalld.json)
         self.subnet_env = fixture("w1-subnet.env")
         self.resolv = fixture("w1-resolv.conf")
         self.resolv_link = None
@@ -184,7 +186,9 @@ class Raw:
                  "modules": self.modules(),
                  "iptables": parse_save(self.iptables),
                  "firewalld": {"running": self.firewalld_running, "default_zone": "public",
-                               "zones": firewalld.parse_zones(self.zones)},
+                               "zones": firewalld.parse_zones(self.zones),
+                               "permanent": firewalld.parse_zones(self.permanent_zones),
+                               "owned": self.firewalld_owned},
                  "links": iproute.parse_links(json.dumps(self.links)),
                  "addrs": iproute.parse_addrs(json.dumps(self.addrs)),
                  "routes": iproute.parse_routes(json.dumps(self.routes)),
@@ -469,10 +473,12 @@ def test_a_public_zone_without_the_nodes_ports_is_blocking_and_adds_exactly_them
     assert (action.kind, action.target) == ("firewalld", "firewalld")
     want_z = firewalld.check_want({**lab_want()["firewall"], "zone": "public"})
     assert action.payload == {"want": want_z, "state_file": "/var/lib/netmend/firewalld.json",
-                              "missing": [f"public: port {p}" for p in lacking]}
+                              "steps": ["runtime: add " + ", ".join(f"public: port {p}" for p in lacking)],
+                              "commands": [["--zone=public", *(f"--add-port={p}" for p in lacking)]]}
     assert "public: port 8472/udp" in action.describe()
-    assert "ports: 10250/tcp 10256/tcp" in action.after
-    assert "ports: 10250/tcp\n" in action.before
+    runtime_after, permanent_after = action.after.split("# permanent\n")
+    assert "ports: 10250/tcp 10256/tcp" in runtime_after and "ports: 10250/tcp 10256/tcp" in permanent_after
+    assert "ports: 10250/tcp\n" in action.before.split("# permanent\n")[0], "the runtime lacked them"
 
 
 def test_firewalld_reset_to_its_defaults_lacks_ports_trusted_bindings_and_masquerade():

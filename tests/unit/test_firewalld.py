@@ -15,6 +15,7 @@ from netmend.firewalld import (
     parse_list_all,
     parse_zones,
     plan,
+    reconcile,
     render,
 )
 
@@ -139,3 +140,60 @@ def test_plan_removes_only_what_netmend_added():
     changes, new = plan(w, current, owned)
     assert ("public", "remove", "masquerade", []) in changes
     assert "masquerade" not in new["public"]
+
+
+def test_a_zone_netmend_no_longer_manages_loses_what_netmend_added_there_and_nothing_else():
+    """firewall_zone moved from public to internal: public keeps the operator's 22/tcp, loses netmend's port and
+    masquerade; cni0, which netmend bound to the old trusted zone, is moved to the new one, not removed."""
+    current = {"public": {"zone": "public", "ports": ["22/tcp", "10250/tcp"], "interfaces": [], "sources": [],
+                          "masquerade": True},
+               "internal": {"zone": "internal", "ports": [], "interfaces": [], "sources": [], "masquerade": False},
+               "trusted": {"zone": "trusted", "ports": [], "interfaces": ["cni0"], "sources": []},
+               "pods": {"zone": "pods", "ports": [], "interfaces": [], "sources": []}}
+    owned = {"public": {"ports": ["10250/tcp"], "masquerade": True}, "trusted": {"interfaces": ["cni0"]},
+             "gone": {"ports": ["1/tcp"]}}
+    w = check_want({"zone": "internal", "trusted_zone": "pods", "ports": ["10250/tcp"],
+                    "trusted_interfaces": ["cni0"], "trusted_sources": [], "masquerade": True})
+    changes, new = plan(w, current, owned)
+    assert changes == [("internal", "add", "ports", ["10250/tcp"]), ("internal", "add", "masquerade", []),
+                       ("pods", "change", "interfaces", ["cni0"]),
+                       ("public", "remove", "ports", ["10250/tcp"]), ("public", "remove", "masquerade", [])]
+    assert set(new) == {"internal", "pods"}, "the old zones leave the record; a zone firewalld lacks is not planned"
+
+
+def test_reconcile_reads_the_zones_netmend_s_record_names_in_each_configuration():
+    zones = {"public": "public\n  interfaces: \n  sources: \n  ports: 10250/tcp\n  masquerade: yes\n",
+             "internal": "internal\n  interfaces: \n  sources: \n  ports: \n  masquerade: no\n",
+             "trusted": "trusted\n  interfaces: cni0\n  sources: \n  ports: \n  masquerade: no\n"}
+    read = []
+
+    def list_zone(zone, permanent):
+        read.append((zone, permanent))
+        return zones[zone]
+
+    w = check_want({"zone": "internal", "trusted_zone": "trusted", "ports": ["10250/tcp"],
+                    "trusted_interfaces": ["cni0"], "trusted_sources": [], "masquerade": False})
+    owned = {"permanent": {"public": {"ports": ["10250/tcp"]}}}
+    argvs, new, before, after = reconcile(w, owned, list_zone)
+    assert read == [("internal", False), ("trusted", False), ("internal", True), ("trusted", True), ("public", True)]
+    assert argvs == [["--zone=internal", "--add-port=10250/tcp"], ["--permanent", "--zone=internal",
+                     "--add-port=10250/tcp"], ["--permanent", "--zone=public", "--remove-port=10250/tcp"]]
+    assert "public" not in new["permanent"] and new["permanent"]["internal"]["ports"] == ["10250/tcp"]
+    assert before.split("# permanent\n")[1].endswith("public\n  interfaces: \n  sources: \n  ports: 10250/tcp\n"
+                                                     "  masquerade: yes\n")
+    assert "ports: 10250/tcp" not in after.split("# permanent\n")[1].split("public\n")[1]
+
+
+def test_reconcile_leaves_a_recorded_zone_it_cannot_list_alone_and_keeps_its_record():
+    zone = "public\n  interfaces: \n  sources: \n  ports: 10250/tcp\n  masquerade: no\n"
+
+    def list_zone(name, _permanent):
+        if name == "gone":
+            raise RuntimeError("firewall-cmd (rc 112): Error: INVALID_ZONE: gone")
+        return zone.replace("public", name, 1)
+
+    w = check_want({"zone": "public", "trusted_zone": "trusted", "ports": ["10250/tcp"], "trusted_interfaces": [],
+                    "trusted_sources": [], "masquerade": False})
+    owned = {"runtime": {"gone": {"ports": ["8472/udp"]}}}
+    argvs, new, _before, _after = reconcile(w, owned, list_zone)
+    assert argvs == [] and new["runtime"]["gone"] == {"ports": ["8472/udp"]}

@@ -141,6 +141,7 @@ class Node:
             ("firewall-cmd", "--state"): (0, "running\n", ""),
             ("firewall-cmd", "--get-default-zone"): (0, "public\n", ""),
             ("firewall-cmd", "--list-all-zones"): (0, fixture("w1-firewalld-zones.txt"), ""),
+            ("firewall-cmd", "--permanent", "--list-all-zones"): (0, fixture("w1-firewalld-zones.txt"), ""),
             ("ip", "-j", "-d", "link", "show"): (0, fixture("w1-links.json"), ""),
             ("ip", "-j", "addr", "show"): (0, addrs, ""), ("ip", "-d", "-j", "addr", "show"): (0, addrs, ""),
             ("ip", "-j", "route", "show"): (0, fixture("w1-routes.json"), ""),
