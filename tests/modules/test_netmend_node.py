@@ -190,7 +190,7 @@ def test_the_mini_node_audits_clean_and_a_run_changes_nothing(node):
     node.go()
     check, run = node.result("check"), node.result("run")
     assert check["findings"] == [] and not check["changed"], check
-    assert check["skipped_checks"] == [] and len(check["checks"]) == 32  # every ID but COREDNS-LOOPBACK-UPSTREAM's
+    assert check["skipped_checks"] == [] and len(check["checks"]) == 34  # every ID but COREDNS-LOOPBACK-UPSTREAM's
     assert "COREDNS-LOOPBACK-UPSTREAM" not in check["checks"]
     assert run["findings"] == [] and not run["changed"] and run["backups"] == []
     assert node.state("before") == node.state("after")

@@ -303,7 +303,7 @@ def test_the_lab_want_is_valid_and_w1_audits_clean_with_every_check():
     result = run(Raw())
     assert result.findings == [] and result.actions == [] and result.skipped == []
     assert sorted(result.checks) == sorted(checks.CATALOG)
-    assert len(checks.CATALOG) == 33
+    assert len(checks.CATALOG) == 35
     assert [i for ids in checks.CHECKS.values() for i in ids] == list(result.checks)
 
 
