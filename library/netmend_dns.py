@@ -21,8 +21,15 @@ description:
     C(resolvConf), for a kubelet started with C(--config-dir) set to its directory (drop-ins are
     merged over the main config in file name order; lists replace lists). Optionally writes the same
     document as a kubeadm fragment (O(kubeadm_path)) for C(kubeadm init/join --config).
-  - Never edits any resolv.conf. Warns when a running kubelet has no C(--config-dir) pointing at the
-    drop-in's directory (it would not read the drop-in).
+  - Judges with the audit's C(node-dns) check (the same judge as C(netmend_node)). The drop-in (and the
+    fragment) is rewritten when it differs from what it should say (finding C(KUBELET-DNS-CONFIG-MISMATCH));
+    every nameserver of C(/etc/resolv.conf) is sent a DNS query, and when some do not answer
+    (C(RESOLV-NAMESERVER-DEAD)) they are removed from it (backed up; every other line kept), replaced by
+    O(node_nameservers) when none answers. C(/etc/resolv.conf) is not written when it is a symlink or when no
+    nameserver answers and O(node_nameservers) is empty; the module warns with the finding instead. No other
+    resolv.conf is ever edited.
+  - Warns when a running kubelet has no C(--config-dir) pointing at the drop-in's directory (it would not
+    read the drop-in).
 options:
   cluster_dns:
     description: The kube-dns Service IP(s), the kubelet's C(clusterDNS).
@@ -58,6 +65,13 @@ options:
     description: systemd-resolved's file with the uplink servers (read only).
     type: path
     default: /run/systemd/resolve/resolv.conf
+  node_nameservers:
+    description:
+      - Nameservers written into C(/etc/resolv.conf) in place of its own when none of them answers
+        (the role's C(dns_node_nameservers)). Empty, the default, leaves such a file as it is.
+    type: list
+    elements: str
+    default: []
   ndots:
     description:
       - The ndots of the returned RV(pod_resolv_conf). The kubelet always writes 5; a pod changes it
@@ -65,7 +79,8 @@ options:
     type: int
     default: 5
   backup:
-    description: Keep a copy of a file before rewriting it (its name does not end in C(.conf), so the kubelet skips it).
+    description: Keep a copy of a file before rewriting it (its name does not end in C(.conf), so the kubelet skips
+      it). A rewritten file keeps its mode; a new one is C(0644).
     type: bool
     default: true
 extends_documentation_fragment:
@@ -142,13 +157,21 @@ kubelets:
   returned: success
   type: list
   elements: dict
+findings:
+  description: The IDs of the C(node-dns) check's findings before any change (the audit's IDs); empty when the
+    node is as it should be.
+  returned: success
+  type: list
+  elements: str
+  sample: [KUBELET-DNS-CONFIG-MISMATCH]
 backup_files:
   description: Copies made before rewriting files.
   returned: success
   type: list
   elements: str
 diff:
-  description: Before and after of each file written.
+  description: Before and after of each file netmend writes (the drop-in, the fragment, and C(/etc/resolv.conf)
+    when its dead nameservers are removed).
   returned: always
   type: list
   elements: dict
@@ -157,151 +180,97 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend import facts as node_facts
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.checks import audit
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.errors import ProblemsError
-from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import file_change, read_text, replace_file
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.files import read_text
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.modulehost import ModuleHost
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.plan import ExecutionError, execute
 from ansible_collections.netmend.netmend.plugins.module_utils.netmend.resolvconf import (
     ETC_RESOLV_CONF,
     KUBELET_DROPIN,
     MAX_NDOTS,
     RESOLVED_RESOLV_CONF,
-    ResolvConfError,
-    check_in_service_cidr,
-    check_resolv_conf,
-    choose_resolv_conf,
+    kubelet_choice,
     kubelet_config_dir,
     kubelet_dns_settings,
     pod_resolv_conf,
-    render_kubelet_config,
     systemd_unit,
 )
+from ansible_collections.netmend.netmend.plugins.module_utils.netmend.want import check_dns
 
-FILE_MODE = 0o644
+CHECK = "node-dns"
 # The role variable behind each option, so that a failure names what the operator sets.
 ROLE_VARS = {"cluster_dns": "dns_cluster_ip", "cluster_domain": "dns_cluster_domain",
              "resolv_conf": "dns_kubelet_resolv_conf", "path": "dns_kubelet_config_dir",
-             "kubeadm_path": "dns_manifest_dir", "ndots": "dns_ndots", "service_cidr": "dns_service_cidr"}
+             "kubeadm_path": "dns_manifest_dir", "ndots": "dns_ndots", "service_cidr": "dns_service_cidr",
+             "node_nameservers": "dns_node_nameservers"}
 
 
 def _named(fieldname):
-    base = fieldname.split("[", 1)[0]
-    return f"{fieldname} ({ROLE_VARS[base]})" if base in ROLE_VARS else fieldname
+    """want.dns.kubelet.cluster_dns[0] -> cluster_dns[0] (dns_cluster_ip): the option and its role variable."""
+    name = fieldname.rpartition(".")[2]
+    base = name.split("[", 1)[0]
+    return f"{name} ({ROLE_VARS[base]})" if base in ROLE_VARS else name
 
 
+def build_want(p):
+    """The audit's want, reduced to what the node-dns check reads: the same judge for both."""
+    kubelet = {"path": p["path"], "kubeadm_path": p["kubeadm_path"] or "", "resolv_conf": p["resolv_conf"],
+               "cluster_dns": p["cluster_dns"], "cluster_domain": p["cluster_domain"],
+               "host_resolv_conf": p["host_resolv_conf"], "resolved_resolv_conf": p["resolved_resolv_conf"]}
+    return {"node": "this node", "service_cidr": p["service_cidr"],
+            "dns": {"kubelet": kubelet, "node_nameservers": p["node_nameservers"]}}
 
 
-class KubeletDns:
-    def __init__(self, module):
-        self.module = module
-        self.p = module.params
-        self.result = {"changed": False, "path": self.p["path"], "kubeadm_path": self.p["kubeadm_path"] or "",
-                       "diff": [], "backup_files": []}
+def target_problems(p, name):
+    """A file netmend writes must be a regular file (or absent), and none of the resolv.conf files it reads."""
+    path = p[name]
+    readonly = {os.path.realpath(p[k]) for k in ("host_resolv_conf", "resolved_resolv_conf")}
+    if p["resolv_conf"] != "auto":
+        readonly.add(os.path.realpath(p["resolv_conf"]))
+    if os.path.realpath(path) in readonly:
+        return [(name, f"{path} is a resolv.conf; netmend never writes resolv.conf files")]
+    if os.path.islink(path):
+        return [(name, f"{path} is a symlink; netmend rewrites the file it owns, so give a regular file")]
+    if os.path.exists(path) and not os.path.isfile(path):
+        return [(name, f"{path} exists and is not a regular file")]
+    return []
 
-    def fail(self, msg):
-        self.module.fail_json(msg=msg, **self.result)
 
-    def validate(self):
-        p, problems = self.p, []
+def kubelets(module, config_dir, path):
+    found = []
+    for pid in sorted((d for d in os.listdir("/proc") if d.isdigit()), key=int):
         try:
-            kubelet_dns_settings(p["cluster_dns"], p["cluster_domain"], "/")
-        except ProblemsError as exc:
-            problems += exc.problems
-        problems += check_in_service_cidr("cluster_dns", p["cluster_dns"], p["service_cidr"])
-        if p["resolv_conf"] != "auto" and not os.path.isabs(p["resolv_conf"]):
-            problems.append(("resolv_conf", f"{p['resolv_conf']!r} is not accepted; auto or an absolute path"))
-        if isinstance(p["ndots"], bool) or not 0 <= p["ndots"] <= MAX_NDOTS:
-            problems.append(("ndots", f"{p['ndots']!r} is not accepted; an integer 0-{MAX_NDOTS}"))
-        problems += self.check_target("path", p["path"], ".conf")
-        if p["kubeadm_path"]:
-            problems += self.check_target("kubeadm_path", p["kubeadm_path"], (".yaml", ".yml"))
-        if problems:
-            self.fail("invalid arguments, nothing was changed: " + "; ".join(f"{_named(f)}: {m}" for f, m in problems))
-
-    def check_target(self, name, path, suffix):
-        readonly = {os.path.realpath(self.p[k]) for k in ("host_resolv_conf", "resolved_resolv_conf")}
-        if self.p["resolv_conf"] != "auto":
-            readonly.add(os.path.realpath(self.p["resolv_conf"]))
-        if not os.path.isabs(path) or not path.endswith(suffix) or os.path.basename(path).startswith("."):
-            return [(name, f"{path!r} is not accepted: an absolute path to a file whose name ends in "
-                           f"{' or '.join((suffix,) if isinstance(suffix, str) else suffix)}")]
-        if os.path.realpath(path) in readonly or os.path.basename(path) == "resolv.conf":
-            return [(name, f"{path} is a resolv.conf; netmend never writes resolv.conf files")]
-        if os.path.islink(path):
-            return [(name, f"{path} is a symlink; netmend rewrites the file it owns, so give a regular file")]
-        if os.path.exists(path) and not os.path.isfile(path):
-            return [(name, f"{path} exists and is not a regular file")]
-        return []
-
-    def choose(self):
-        p = self.p
-        try:
-            if p["resolv_conf"] == "auto":
-                return choose_resolv_conf(read_text(p["host_resolv_conf"]), read_text(p["resolved_resolv_conf"]),
-                                          p["host_resolv_conf"], p["resolved_resolv_conf"])
-            return check_resolv_conf(p["resolv_conf"], read_text(p["resolv_conf"]))
-        except ProblemsError as exc:
-            self.fail("; ".join(f"{_named(f)}: {m}" for f, m in exc.problems) + "; nothing was changed")
-        except ResolvConfError as exc:
-            self.fail(f"{_named('resolv_conf')}: cannot read a resolv.conf: {exc}; fix the file or set "
-                      "dns_kubelet_resolv_conf to a valid one; nothing was changed")
-        except OSError as exc:
-            self.fail(f"{_named('resolv_conf')}: cannot read {exc.filename}: {exc.strerror}; nothing was changed")
-        return None
-
-    def put(self, path, text):
-        """Compare, record the diff, write (with a backup) unless in check mode; True when it changes."""
-        try:
-            changed, diff = file_change(path, text, FILE_MODE)
-        except OSError as exc:
-            self.fail(f"cannot read {path}: {exc.strerror}")
-        self.result["diff"].append(diff)
-        if not changed:
-            return False
-        if not self.module.check_mode:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        configured = kubelet_config_dir([a for a in argv if a] or [""])
+        if configured is not None:
             try:
-                backup_file = replace_file(self.module, path, text, mode=FILE_MODE, backup=self.p["backup"])
-                self.result["backup_files"] += [backup_file] if backup_file else []
-            except Exception as exc:  # atomic_move raises a plain Exception
-                self.fail(f"cannot write {path}: {exc}")
-        return True
-
-    def kubelets(self, config_dir):
-        found = []
-        for pid in sorted((d for d in os.listdir("/proc") if d.isdigit()), key=int):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    argv = handle.read().decode("utf-8", "replace").split("\0")
+                unit = systemd_unit(read_text(f"/proc/{pid}/cgroup") or "")
             except OSError:
-                continue
-            configured = kubelet_config_dir([a for a in argv if a] or [""])
-            if configured is not None:
-                try:
-                    unit = systemd_unit(read_text(f"/proc/{pid}/cgroup") or "")
-                except OSError:
-                    unit = ""
-                found.append({"pid": int(pid), "config_dir": configured, "unit": unit})
-                if configured != config_dir:
-                    self.module.warn(f"the kubelet (pid {pid}) runs without --config-dir={config_dir}"
-                                     f"{f' (it has {configured})' if configured else ''}, so it does not read "
-                                     f"{self.p['path']}; add the flag (kubeadm: nodeRegistration.kubeletExtraArgs "
-                                     "config-dir) and restart it")
-        return found
+                unit = ""
+            found.append({"pid": int(pid), "config_dir": configured, "unit": unit})
+            if configured != config_dir:
+                module.warn(f"the kubelet (pid {pid}) runs without --config-dir={config_dir}"
+                            f"{f' (it has {configured})' if configured else ''}, so it does not read "
+                            f"{path}; add the flag (kubeadm: nodeRegistration.kubeletExtraArgs "
+                            "config-dir) and restart it")
+    return found
 
-    def run(self):
-        p = self.p
-        self.validate()
-        choice = self.choose()
-        settings = kubelet_dns_settings(p["cluster_dns"], p["cluster_domain"], choice.path)
-        text = render_kubelet_config(settings)
-        changed = self.put(p["path"], text)
-        if p["kubeadm_path"]:
-            changed = self.put(p["kubeadm_path"], text) or changed
-        self.result.update(
-            changed=changed, resolv_conf=choice.path, reason=choice.reason, nameservers=choice.conf.addresses,
-            search=choice.conf.search_domains, kubelet_config=settings,
-            pod_resolv_conf=pod_resolv_conf(settings["clusterDNS"], "default", settings["clusterDomain"],
-                                            choice.conf.search_domains, p["ndots"]),
-            kubelets=self.kubelets(os.path.dirname(os.path.normpath(p["path"]))))
-        return self.result
+
+def file_diffs(want, facts, actions):
+    """Before and after of each file netmend writes (the drop-in, the kubeadm fragment, a resolv.conf the
+    plan rewrites), the after from the plan."""
+    k, files = want["dns"]["kubelet"], facts.get("kubelet") or {}
+    after = {a.target: a.after for a in actions}
+    targets = [k["path"], *([k["kubeadm_path"]] if k["kubeadm_path"] else [])]
+    before = {path: files.get(path) for path in targets}
+    before.update({a.target: a.before for a in actions if a.target not in before})
+    return [{"before_header": path if text is not None else f"{path} (absent)", "after_header": path,
+             "before": text or "", "after": after.get(path, text or "")} for path, text in before.items()]
 
 
 def main():
@@ -315,12 +284,55 @@ def main():
             "kubeadm_path": {"type": "path", "default": ""},
             "host_resolv_conf": {"type": "path", "default": ETC_RESOLV_CONF},
             "resolved_resolv_conf": {"type": "path", "default": RESOLVED_RESOLV_CONF},
+            "node_nameservers": {"type": "list", "elements": "str", "default": []},
             "ndots": {"type": "int", "default": 5},
             "backup": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
-    module.exit_json(**KubeletDns(module).run())
+    p = module.params
+    result = {"changed": False, "path": p["path"], "kubeadm_path": p["kubeadm_path"] or "", "diff": [],
+              "backup_files": []}
+    want = build_want(p)
+    try:
+        check_dns(want)
+        problems = []
+    except ProblemsError as exc:
+        problems = list(exc.problems)
+    if isinstance(p["ndots"], bool) or not 0 <= p["ndots"] <= MAX_NDOTS:
+        problems.append(("ndots", f"{p['ndots']!r} is not accepted; an integer 0-{MAX_NDOTS}"))
+    for name in ("path", "kubeadm_path"):
+        if p[name] and not any(f.rpartition(".")[2] == name for f, _ in problems):
+            problems += target_problems(p, name)
+    if problems:
+        module.fail_json(msg="invalid arguments, nothing was changed: "
+                         + "; ".join(f"{_named(f)}: {m}" for f, m in problems), **result)
+    host = ModuleHost(module, backup=p["backup"])
+    facts = node_facts.gather(host, want, [CHECK])
+    audited = audit(facts, want, [CHECK])
+    if audited.skipped:
+        module.fail_json(msg="; ".join(why for _check, why in audited.skipped) + "; nothing was changed", **result)
+    actions = audited.actions
+    result["diff"] = file_diffs(want, facts, actions)
+    if actions and not module.check_mode:
+        try:
+            result["backup_files"] = execute(actions, host)
+        except ExecutionError as exc:
+            module.fail_json(msg=str(exc), **result)
+    for finding in audited.findings:
+        if not any(a.finding == finding.id for a in actions):
+            module.warn(f"{finding.id}: {finding.summary} ({finding.actual}); not fixed: {finding.fix}")
+    kubelet = want["dns"]["kubelet"]
+    choice = kubelet_choice(kubelet, facts["kubelet"])
+    settings = kubelet_dns_settings(p["cluster_dns"], p["cluster_domain"], choice.path)
+    result.update(
+        changed=bool(actions), findings=[f.id for f in audited.findings], resolv_conf=choice.path,
+        reason=choice.reason, nameservers=choice.conf.addresses, search=choice.conf.search_domains,
+        kubelet_config=settings,
+        pod_resolv_conf=pod_resolv_conf(settings["clusterDNS"], "default", settings["clusterDomain"],
+                                        choice.conf.search_domains, p["ndots"]),
+        kubelets=kubelets(module, os.path.dirname(os.path.normpath(p["path"])), p["path"]))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

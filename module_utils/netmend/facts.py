@@ -216,6 +216,8 @@ def _dns(host, want, checks, facts):
         except resolvconf.ResolvConfError:
             servers = []  # the node-dns check reports the unreadable file itself
         facts["alive"] = host.dns_answers(servers, float(dns.get("probe_timeout", 1.0)))
+    if "node-dns" in checks and dns.get("kubelet"):
+        facts["kubelet"] = {path: host.read(path) for path in resolvconf.kubelet_paths(dns["kubelet"])}
     if "coredns" in checks and dns.get("corefile_path"):
         facts["corefile"] = host.read(dns["corefile_path"])
         resolved = host.read(resolvconf.RESOLVED_RESOLV_CONF)

@@ -431,6 +431,30 @@ def render_kubelet_config(settings, header=KUBELET_HEADER):
     return "\n".join(lines) + "\n"
 
 
+def _kubelet_sources(kubelet):
+    """The resolv.conf files the kubelet's resolvConf is chosen from (want.dns.kubelet)."""
+    if kubelet.get("resolv_conf", "auto") != "auto":
+        return [kubelet["resolv_conf"]]
+    return [kubelet.get("host_resolv_conf") or ETC_RESOLV_CONF,
+            kubelet.get("resolved_resolv_conf") or RESOLVED_RESOLV_CONF]
+
+
+def kubelet_paths(kubelet):
+    """Every file the kubelet's DNS settings are judged from: the drop-in (and the kubeadm fragment)
+    netmend writes, then the resolv.conf files the resolvConf is chosen from."""
+    paths = [kubelet["path"], *([kubelet["kubeadm_path"]] if kubelet.get("kubeadm_path") else [])]
+    return list(dict.fromkeys(paths + _kubelet_sources(kubelet)))
+
+
+def kubelet_choice(kubelet, files):
+    """The Choice of the kubelet's resolvConf for want.dns.kubelet ("auto" or a path), from {path: text or
+    None} (kubelet_paths' files). Raises ResolvChoiceError or ResolvConfError."""
+    sources = _kubelet_sources(kubelet)
+    if kubelet.get("resolv_conf", "auto") == "auto":
+        return choose_resolv_conf(files.get(sources[0]), files.get(sources[1]), *sources)
+    return check_resolv_conf(sources[0], files.get(sources[0]))
+
+
 def kubelet_config_dir(argv):
     """The --config-dir of a kubelet command line (argv list), "" when it has none, None when argv
     is not a kubelet's."""

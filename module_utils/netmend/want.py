@@ -4,9 +4,10 @@ Stdlib only; it runs on the node and on the controller. Every bad field is named
 """
 
 import ipaddress
+import posixpath
 import re
 
-from . import coredns, firewalld, kmod, sysctl
+from . import coredns, firewalld, kmod, resolvconf, sysctl
 from .errors import ProblemsError
 from .kmod import PROXY_MODES
 
@@ -98,8 +99,9 @@ def _check_want_parts(p, want):
             p.append((f"{where}.vtep_mac", f"{lease['vtep_mac']!r} is not a MAC address such as 0a:58:0a:f4:01:01"))
     _check_services(p, want.get("services") or [])
     dns = want.get("dns") or {}
-    for i, ns in enumerate(dns.get("node_nameservers") or []):
-        _ip(p, f"want.dns.node_nameservers[{i}]", ns)
+    kubelet = []
+    _dns(kubelet, want)
+    p += [(f, m) for f, m in kubelet if f != "want.service_cidr"]  # named once, above
     for i, pod in enumerate(dns.get("pods") or []):
         if not isinstance(pod, dict) or not pod.get("name") or not str(pod.get("path", "")).startswith("/"):
             p.append((f"want.dns.pods[{i}]", "is not a pod {name, namespace, host_network, path (absolute)}"))
@@ -171,6 +173,46 @@ def check_kernel(want):
     return want
 
 
+def _dns(p, want):
+    dns = want.get("dns") or {}
+    for i, ns in enumerate(dns.get("node_nameservers") or []):
+        _ip(p, f"want.dns.node_nameservers[{i}]", ns)
+    k = dns.get("kubelet")
+    if not k:
+        return
+    where = "want.dns.kubelet"
+    try:
+        resolvconf.kubelet_dns_settings(k.get("cluster_dns"), k.get("cluster_domain"), "/")
+    except ProblemsError as exc:
+        p += [(f"{where}.{f}", m) for f, m in exc.problems]
+    outside = resolvconf.check_in_service_cidr("cluster_dns", k.get("cluster_dns") or [],
+                                               want.get("service_cidr") or "")
+    p += [(f"want.{f}" if f == "service_cidr" else f"{where}.{f}", m) for f, m in outside]
+    resolv = k.get("resolv_conf", "auto")
+    if resolv != "auto" and not posixpath.isabs(str(resolv)):
+        p.append((f"{where}.resolv_conf", f"{resolv!r} is not accepted; auto or an absolute path"))
+    for key, suffix in (("path", (".conf",)), ("kubeadm_path", (".yaml", ".yml"))):
+        path = k.get(key) or ""
+        if key == "kubeadm_path" and not path:
+            continue
+        name = posixpath.basename(path)
+        if not posixpath.isabs(path) or not name.endswith(suffix) or name.startswith("."):
+            p.append((f"{where}.{key}", f"{path!r} is not accepted: an absolute path to a file whose name ends in "
+                                        + " or ".join(suffix)))
+        elif name == "resolv.conf" or path in {k.get("host_resolv_conf"), k.get("resolved_resolv_conf"), resolv}:
+            p.append((f"{where}.{key}", f"{path} is a resolv.conf; netmend never writes resolv.conf files"))
+
+
+def check_dns(want):
+    """Validate what the node-dns check reads (want.dns: node_nameservers and the kubelet's DNS drop-in,
+    want.dns.kubelet), for netmend_dns."""
+    p = []
+    _dns(p, want)
+    if p:
+        raise WantError(p)
+    return want
+
+
 def check_forward(want):
     """Validate what the forward check reads (want.pod_cidr and want.forward), for netmend_forward."""
     p = []
@@ -208,6 +250,8 @@ BASE_SYSCTLS = {"net.bridge.bridge-nf-call-iptables": 1, "net.bridge.bridge-nf-c
                 "net.ipv4.ip_forward": 1, "net.ipv4.conf.all.forwarding": 1}
 IPV6_FORWARDING = "net.ipv6.conf.all.forwarding"
 COREFILE = "coredns/Corefile"  # under dns_manifest_dir, as the dns role writes it
+KUBEADM_FRAGMENT = "kubeadm/kubelet-dns.yaml"  # under dns_manifest_dir, on control-plane nodes
+KUBELET_DROPIN = "50-netmend-dns.conf"  # under dns_kubelet_config_dir
 CONTROL_PLANE_GROUP = "control_plane"
 # The settings build() reads: the roles' public variables (defaults/main.yml of each role).
 SETTINGS = (
@@ -219,6 +263,7 @@ SETTINGS = (
     "firewall_vxlan_port", "firewall_host_network_services", "firewall_ports_extra", "firewall_state_file",
     "forward_mode", "flannel_ip_masq",
     "dns_upstreams", "dns_cache_ttl", "dns_forward_max_concurrent", "dns_node_nameservers", "dns_manifest_dir",
+    "dns_kubelet_resolv_conf", "dns_kubelet_config_dir",
 )
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
@@ -303,7 +348,11 @@ def build(node, groups, settings, truth):
         "leases": truth["leases"], "services": truth["services"],
         "dns": {"corefile_path": f"{s['dns_manifest_dir']}/{COREFILE}" if control_plane else "",
                 "corefile": corefile, "node_nameservers": list(s["dns_node_nameservers"] or []),
-                "pods": truth["pods"].get(node, [])},
+                "pods": truth["pods"].get(node, []),
+                "kubelet": {"path": f"{s['dns_kubelet_config_dir']}/{KUBELET_DROPIN}",
+                            "kubeadm_path": f"{s['dns_manifest_dir']}/{KUBEADM_FRAGMENT}" if control_plane else "",
+                            "resolv_conf": s["dns_kubelet_resolv_conf"], "cluster_dns": [s["netmend_cluster_dns"]],
+                            "cluster_domain": s["dns_cluster_domain"]}},
     }
     if p:
         raise WantError(p)

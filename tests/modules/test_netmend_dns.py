@@ -187,7 +187,7 @@ def test_a_changed_drop_in_is_backed_up_and_diffed(sandbox):
     assert backup.startswith(DROPIN + ".") and backup.endswith("~")  # not *.conf: the kubelet skips it
     files = [line[5:] for line in out.splitlines() if line.startswith("FILE ")]
     assert files == ["50-netmend-dns.conf", os.path.basename(backup)]
-    assert old in out and out.rstrip().endswith("644")
+    assert old in out and out.rstrip().endswith("600")  # a rewritten file keeps its mode (the plan's executor)
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -222,6 +222,38 @@ def test_a_running_kubelet_without_the_config_dir_is_reported(sandbox):
     assert kubelet["config_dir"] == "/etc/kubernetes/other.d"
     assert any(f"the kubelet (pid {pid}) runs without --config-dir=/etc/kubernetes/kubelet.conf.d "
                "(it has /etc/kubernetes/other.d)" in w for w in result["warnings"])
+
+
+# A DNS server on the sandbox's loopback: any query gets a reply (the QR bit set), as the probe wants.
+RESPONDER = ("ip link set lo up\npython3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+             's.bind(("127.0.0.1", 53))\nwhile True:\n    d, a = s.recvfrom(512); '
+             "s.sendto(d[:2] + bytes([d[2] | 128]) + d[3:], a)' &\nresponder=$!\nsleep 0.3\n")
+
+
+def test_the_node_dns_check_is_the_judge_dead_nameservers_are_dropped_and_the_audit_ids_returned(sandbox):
+    etc = "# dhcp\nnameserver 127.0.0.1\nnameserver 192.0.2.53\nsearch lab.example\n"
+    out = sandbox(RESPONDER + _put("/etc/resolv.conf", etc) + dns(check=True, diff=True)
+                  + _show("checked", "/etc/resolv.conf") + dns(diff=True) + _show("resolv", "/etc/resolv.conf")
+                  + dns() + 'kill "$responder"\n',
+                  resolved=UPLINK)
+    check, first, second = results(out)
+    assert check["findings"] == ["KUBELET-DNS-CONFIG-MISMATCH", "RESOLV-NAMESERVER-DEAD"] and check["changed"]
+    assert shown(out, "checked") == etc  # check mode changes nothing
+    assert [d["after_header"] for d in check["diff"]] == [DROPIN, "/etc/resolv.conf"]
+    assert check["diff"][1]["after"] == "# dhcp\nnameserver 127.0.0.1\nsearch lab.example\n"
+    assert first["changed"] and first["findings"] == check["findings"] and first["resolv_conf"] == RESOLVED
+    assert shown(out, "resolv") == "# dhcp\nnameserver 127.0.0.1\nsearch lab.example\n"
+    assert [os.path.dirname(b) for b in first["backup_files"]] == ["/etc"]  # the old resolv.conf; the drop-in was new
+    assert not second["changed"] and second["findings"] == [] and not second.get("warnings")
+
+
+def test_a_finding_without_a_fix_is_a_warning_and_changes_nothing(sandbox):
+    out = sandbox(dns() + dns(), etc_resolv=PLAIN)  # no nameserver answers in the sandbox, no node_nameservers
+    first, second = results(out)
+    assert first["findings"] == ["KUBELET-DNS-CONFIG-MISMATCH", "RESOLV-NAMESERVER-DEAD"]
+    assert any(w.startswith("RESOLV-NAMESERVER-DEAD: ") and "not fixed: no nameserver answers: set "
+               "dns_node_nameservers" in w for w in first["warnings"])
+    assert not second["changed"] and second["findings"] == ["RESOLV-NAMESERVER-DEAD"]
 
 
 # netmend_coredns: the Corefile and the ConfigMap

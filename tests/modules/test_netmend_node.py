@@ -32,6 +32,8 @@ CHECKS = ["kernel", "firewall", "forward", "masquerade", "flannel", "kube-proxy"
 W1_MAC, CP1_MAC, W2_MAC = "22:a6:e6:f2:81:7e", "36:af:94:c6:36:5c", "66:7a:f1:bb:3f:9f"
 RESOLV = "nameserver 127.0.0.1\nsearch lab.example\noptions timeout:1 attempts:1\n"
 POD_RESOLV = resolvconf.pod_resolv_conf("10.96.0.10", "default", "cluster.local", ["lab.example"])
+UPSTREAM_RESOLV = "nameserver 198.51.100.1\nsearch lab.example\n"
+DROPIN = "50-netmend-dns.conf"
 HOST_SYSCTL = "# the host's own\nnet.ipv4.conf.all.rp_filter = 1\nkernel.sysrq = 16\n"
 # A DNS server that answers every query (REFUSED, with the query's ID) on 127.0.0.1:53, for 600 s at most
 # (a sandbox lasts well under that; the bound keeps a stray server from outliving the test run). It creates
@@ -125,6 +127,11 @@ class Node:
             f"printf %s {shlex.quote(HOST_SYSCTL)} > /etc/sysctl.d/99-host.conf",
             *(f"mkdir -p {shlex.quote(p.rsplit('/', 1)[0])} && printf %s {shlex.quote(POD_RESOLV)} > {shlex.quote(p)}"
               for p in self.pods.values()),
+            # The kubelet's DNS drop-in as the dns role writes it, with a resolvConf that lists an upstream
+            # (the node's own /etc/resolv.conf names the loopback DNS server above).
+            f"printf %s {shlex.quote(UPSTREAM_RESOLV)} > {self.root}/upstream-resolv.conf",
+            f"mkdir -p {self.root}/kubelet.conf.d && printf %s "
+            f"{shlex.quote(kubelet_dropin(f'{self.root}/upstream-resolv.conf'))} > {self.root}/kubelet.conf.d/{DROPIN}",
             f"python3 -c {shlex.quote(DNS_SERVER)} {self.out}/dns.ready >{self.out}/dns.err 2>&1 & DNS_PID=$!",
             "trap 'kill \"$DNS_PID\" 2>/dev/null || true' EXIT",
             f"for i in $(seq 300); do [ -e {self.out}/dns.ready ] && break; sleep 0.1; done",
@@ -137,6 +144,8 @@ class Node:
         self.want["firewall"]["mode"] = "unmanaged"
         for key in ("modules_file", "modules_text"):
             del self.want[key]
+        self.want["dns"]["kubelet"].update(path=f"{self.root}/kubelet.conf.d/{DROPIN}",
+                                           resolv_conf=f"{self.root}/upstream-resolv.conf")
         self.want["dns"]["pods"] = [{**p, "path": self.pods[p["name"]]} for p in self.want["dns"]["pods"]
                                     if p["name"] in self.pods]
 
@@ -167,6 +176,11 @@ class Node:
         return {part: self.text(f"{name}.{part}") for part in STATE}
 
 
+def kubelet_dropin(resolv_conf):
+    return resolvconf.render_kubelet_config({"clusterDNS": ["10.96.0.10"], "clusterDomain": "cluster.local",
+                                             "resolvConf": resolv_conf})
+
+
 def _host_state():
     """What a leak out of the namespace would change first on this machine."""
     etc = Path("/etc/resolv.conf")
@@ -190,7 +204,7 @@ def test_the_mini_node_audits_clean_and_a_run_changes_nothing(node):
     node.go()
     check, run = node.result("check"), node.result("run")
     assert check["findings"] == [] and not check["changed"], check
-    assert check["skipped_checks"] == [] and len(check["checks"]) == 34  # every ID but COREDNS-LOOPBACK-UPSTREAM's
+    assert check["skipped_checks"] == [] and len(check["checks"]) == 35  # every ID but COREDNS-LOOPBACK-UPSTREAM's
     assert "COREDNS-LOOPBACK-UPSTREAM" not in check["checks"]
     assert run["findings"] == [] and not run["changed"] and run["backups"] == []
     assert node.state("before") == node.state("after")

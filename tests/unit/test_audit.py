@@ -41,6 +41,11 @@ KMOD_FIXTURES = ROOT / "tests" / "fixtures" / "kmod" / "debian12"  # a real /pro
 POD_PATH = "/etc/netns/nmlab-{pod}/resolv.conf"
 HOSTNET_PATH = "/var/lib/kubelet/pods/{pod}/etc-resolv.conf"
 COREFILE_PATH = "/etc/kubernetes/netmend/coredns/Corefile"
+KUBELET_DROPIN = "/etc/kubernetes/kubelet.conf.d/50-netmend-dns.conf"
+KUBEADM_FRAGMENT = "/etc/kubernetes/netmend/kubeadm/kubelet-dns.yaml"
+# The drop-in the dns role writes on the lab's nodes (their resolv.conf lists upstream nameservers only).
+KUBELET_TEXT = resolvconf.render_kubelet_config({"clusterDNS": ["10.96.0.10"], "clusterDomain": "cluster.local",
+                                                 "resolvConf": "/etc/resolv.conf"})
 SYSCTL_FILE = "/etc/sysctl.d/90-netmend.conf"
 # roles/kernel: _kernel_sysctls with kernel_ipv6_forwarding true and no extras.
 SYSCTLS = {"net.bridge.bridge-nf-call-iptables": 1, "net.bridge.bridge-nf-call-ip6tables": 1,
@@ -100,7 +105,10 @@ def spelled_out_want(node="w1"):
         "dns": {"corefile_path": COREFILE_PATH if control_plane else "",
                 "corefile": render_corefile("cluster.local", [], cache_ttl=30, max_concurrent=1000)
                 if control_plane else "",
-                "node_nameservers": VARIABLES["dns_node_nameservers"], "pods": t["pods"][node]},
+                "node_nameservers": VARIABLES["dns_node_nameservers"], "pods": t["pods"][node],
+                "kubelet": {"path": KUBELET_DROPIN, "kubeadm_path": KUBEADM_FRAGMENT if control_plane else "",
+                            "resolv_conf": "auto", "cluster_dns": [VARIABLES["netmend_cluster_dns"]],
+                            "cluster_domain": VARIABLES["netmend_cluster_domain"]}},
     }
 
 
@@ -159,6 +167,7 @@ class Raw:
         self.proc_modules = KMOD_FIXTURES.joinpath("proc", "modules").read_text()
         self.firewalld_running = True
         self.pod_resolv = {p["path"]: pod_text(p["namespace"]) for p in TRUTH["pods"]["w1"]}
+        self.kubelet = {KUBELET_DROPIN: KUBELET_TEXT}
         self.conntrack = DNS_FLOW.format(reply="10.244.0.3")
         self.nft_tables = fixture("w1-nft-tables.txt")
         self.ipsets = ""
@@ -197,6 +206,8 @@ class Raw:
                  "subnet_env": self.subnet_env,
                  "resolv": {"text": self.resolv, "link": self.resolv_link}, "alive": dict(self.alive),
                  "pod_resolv": dict(self.pod_resolv),
+                 "kubelet": {**dict.fromkeys(resolvconf.kubelet_paths({"path": KUBELET_DROPIN})), **self.kubelet,
+                             resolvconf.ETC_RESOLV_CONF: self.resolv},
                  "conntrack": parse_conntrack(self.conntrack, CONNTRACK_SUMMARY.format(n=count)),
                  "proxy": proxymode.Snapshot(
                      iptables={"ipv4": parse_save(self.iptables), "ipv6": {}},
@@ -303,7 +314,7 @@ def test_the_lab_want_is_valid_and_w1_audits_clean_with_every_check():
     result = run(Raw())
     assert result.findings == [] and result.actions == [] and result.skipped == []
     assert sorted(result.checks) == sorted(checks.CATALOG)
-    assert len(checks.CATALOG) == 35
+    assert len(checks.CATALOG) == 36
     assert [i for ids in checks.CHECKS.values() for i in ids] == list(result.checks)
 
 
@@ -758,6 +769,23 @@ def test_the_only_nameserver_dead_is_replaced_by_dns_node_nameservers_in_place()
     assert "203.0.113.10" in finding.fix
     (action,) = result.actions
     assert action.payload == "nameserver 203.0.113.10\nsearch lab.example\noptions edns0 trust-ad\n"
+
+
+def test_a_stale_or_missing_kubelet_dropin_is_rewritten_as_the_dns_role_renders_it_then_audits_clean():
+    raw = Raw()
+    raw.kubelet = {KUBELET_DROPIN: KUBELET_TEXT.replace("10.96.0.10", "10.32.0.10")}
+    only(result := run(raw), "KUBELET-DNS-CONFIG-MISMATCH")
+    (action,) = result.actions
+    assert (action.kind, action.target, action.payload) == ("file", KUBELET_DROPIN, KUBELET_TEXT)
+    raw.kubelet = {KUBELET_DROPIN: action.payload}
+    assert run(raw).findings == []
+    raw.kubelet = {}
+    assert only(run(raw), "KUBELET-DNS-CONFIG-MISMATCH").actual == f"{KUBELET_DROPIN} is missing"
+    raw.resolv = "nameserver 127.0.0.53\n"
+    raw.alive = {"127.0.0.53": True}
+    result = run(raw)
+    assert result.findings == [] and result.skipped[0][0] == "node-dns"
+    assert result.skipped[0][1].startswith("resolv_conf (dns_kubelet_resolv_conf): no resolv.conf without loopback")
 
 
 def test_a_dead_nameserver_without_replacements_or_in_a_symlinked_file_is_reported_not_rewritten():

@@ -1,25 +1,68 @@
-"""DNS: the node's nameservers answer, CoreDNS does not forward to itself, pods use the cluster DNS.
+"""DNS: the node's nameservers answer, the kubelet points pods at the cluster DNS and at a resolv.conf
+without loopback nameservers, CoreDNS does not forward to itself, pods use the cluster DNS.
 
-Field guide failure mode 6. The dns role provisions the Corefile and the kubelet's resolvConf.
+Field guide failure mode 6. The one judge of the dns role's netmend_dns (the `node-dns` check: the
+kubelet's DNS drop-in and the node's dead nameservers); netmend_coredns writes the Corefile the
+`coredns` check judges.
 """
 
 from .. import resolvconf
 from ..coredns import CorefileError, loopback_upstreams
+from ..errors import ProblemsError
 from ..findings import Spec
 from ..plan import Action
 from .base import Check
 
+KUBELET_FINDING = "KUBELET-DNS-CONFIG-MISMATCH"
+CHOICE_VAR = "dns_kubelet_resolv_conf"
+
+
+def kubelet_dns(a):
+    """The kubelet's drop-in (and kubeadm fragment) as the dns role renders it from want.dns.kubelet.
+    None when the want has no kubelet part, True when the resolvConf cannot be chosen (skipped)."""
+    k = (a.want.get("dns") or {}).get("kubelet")
+    if not k:
+        return None
+    files = a.facts.get("kubelet") or {}
+    try:
+        choice = resolvconf.kubelet_choice(k, files)
+    except ProblemsError as exc:
+        a.skip("node-dns", "; ".join(f"{f} ({CHOICE_VAR}): {m}" for f, m in exc.problems))
+        return True
+    except resolvconf.ResolvConfError as exc:
+        a.skip("node-dns", f"resolv_conf ({CHOICE_VAR}): cannot read a resolv.conf: {exc}; fix the file or set "
+                           f"{CHOICE_VAR} to a valid one")
+        return True
+    settings = resolvconf.kubelet_dns_settings(k["cluster_dns"], k["cluster_domain"], choice.path)
+    text = resolvconf.render_kubelet_config(settings)
+    stale = [path for path in resolvconf.kubelet_paths(k)[:2 if k.get("kubeadm_path") else 1]
+             if files.get(path) != text]
+    if stale:
+        a.find(KUBELET_FINDING, "the kubelet's DNS settings are not the ones the dns role provisions",
+               f"clusterDNS {', '.join(settings['clusterDNS'])}, clusterDomain {settings['clusterDomain']}, "
+               f"resolvConf {choice.path} ({choice.reason})",
+               "; ".join(f"{path} " + ("is missing" if files.get(path) is None else "differs") for path in stale),
+               f"rewrite {', '.join(stale)} (backed up), then restart the kubelet (the dns role does)",
+               [f"{path}: " + (" | ".join(line.strip() for line in (files.get(path) or "").splitlines()
+                                          if line.strip() and not line.startswith("#")) or "(absent)")
+                for path in stale],
+               [Action(KUBELET_FINDING, "file", path, text, files.get(path) or "", text) for path in stale])
+    return False
+
 
 def node_dns(a):
+    kubelet = kubelet_dns(a)
     res = a.facts.get("resolv") or {}
     text = res.get("text")
     if text is None:
-        a.skip("node-dns", "/etc/resolv.conf does not exist")
-        return
+        if kubelet is None:
+            a.skip("node-dns", "/etc/resolv.conf does not exist")
+        return  # no nameserver to probe; the kubelet's resolvConf was chosen without it
     try:
         conf = resolvconf.parse(text, "/etc/resolv.conf")
     except resolvconf.ResolvConfError as exc:
-        a.skip("node-dns", str(exc))
+        if not kubelet:
+            a.skip("node-dns", str(exc))
         return
     alive = a.facts.get("alive") or {}
     dead = [ns.address for ns in conf.nameservers if alive.get(ns.address) is False]
@@ -110,7 +153,8 @@ def pod_dns(a):
 
 
 CHECKS = (
-    Check("node-dns", ("resolv",), (Spec("RESOLV-NAMESERVER-DEAD", "error", "dns"),), node_dns),
+    Check("node-dns", ("resolv",), (Spec("RESOLV-NAMESERVER-DEAD", "error", "dns"),
+                                    Spec(KUBELET_FINDING, "error", "dns")), node_dns),
     Check("coredns", ("corefile", "corefile_resolv"), (Spec("COREDNS-LOOPBACK-UPSTREAM", "critical", "dns"),), coredns),
     Check("pod-dns", ("pod_resolv",), (Spec("POD-RESOLV-NO-CLUSTER-DNS", "error", "dns"),
                                         Spec("HOSTNET-POD-DNS-POLICY", "error", "dns")), pod_dns),
