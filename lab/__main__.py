@@ -1,6 +1,7 @@
 """python -m lab up|down|status|probe|image|faults [-i INVENTORY] [--json] [--check]
 python -m lab inject NAME [--node N]
-python -m lab recover [NAME ...] [--node N]   (no name: every active fault, newest first)"""
+python -m lab recover [NAME ...] [--node N]   (no name: every active fault, newest first)
+python -m lab schedule start|stop [--every MINUTES]   (cron + ansible-pull in every node, Prometheus)"""
 
 import argparse
 import json
@@ -8,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from lab import faults, image, probe, topology
+from lab import faults, image, probe, schedule, topology
 from lab.sh import LabError
 from netmend.cluster import SpecError
 
@@ -18,14 +19,18 @@ DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory" / "lab"
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("up", "down", "status", "probe", "image", "faults", "inject", "recover"))
+    parser.add_argument("command", choices=("up", "down", "status", "probe", "image", "faults", "inject", "recover",
+                                                       "schedule"))
     parser.add_argument("names", nargs="*", metavar="NAME", help="inject: one fault; recover: faults (default all)")
     parser.add_argument("--node", help="inject/recover: the node (default: the fault's own node)")
     parser.add_argument("-i", "--inventory", default=str(DEFAULT_INVENTORY), help="YAML inventory directory")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--check", action="store_true", help="image: exit 1 if the node image needs a build")
+    parser.add_argument("--every", type=int, default=1, help="schedule start: minutes between runs (default 1)")
     args = parser.parse_args(argv)
-    if args.names and args.command not in ("inject", "recover"):
+    if args.command == "schedule" and args.names not in (["start"], ["stop"]):
+        parser.error("schedule takes start or stop")
+    if args.names and args.command not in ("inject", "recover", "schedule"):
         parser.error(f"{args.command} takes no fault names")
     if args.command == "inject" and len(args.names) != 1:
         parser.error(f"inject takes exactly one fault name, one of: {', '.join(faults.BY_NAME)}")
@@ -53,6 +58,11 @@ def _run(args):
         topology.up(args.inventory)
     elif args.command == "down":
         topology.down()
+    elif args.command == "schedule":
+        if args.names == ["start"]:
+            schedule.start(args.every)
+        else:
+            schedule.stop()
     elif args.command == "image":
         if args.check:
             return 0 if image.current(topology.ROOT / "image") else 1

@@ -16,7 +16,7 @@ from pathlib import Path
 PACKAGES = (
     "openssh-server", "firewalld", "etcd-server", "etcd-client", "dnsmasq-base",
     "iptables", "nftables", "conntrack", "ipset", "ipvsadm", "iproute2", "procps", "kmod",
-    "iputils-ping", "tcpdump", "dbus",
+    "iputils-ping", "tcpdump", "dbus", "cron", "prometheus-node-exporter",
 )
 LAYER_DIRS = ("etc", "usr", "var")
 
