@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 EVERY = 1  # minutes between runs
 INTERVAL = EVERY * 60
 FAULTS = {"w1": ("ip-forward-off", "SYSCTL-IP-FORWARD-OFF"), "w2": ("stale-dnat-pod", "DNAT-STALE-POD-IP")}
-FIRED = 'max by (node, id) (max_over_time(ALERTS{{alertname="{alert}", alertstate="firing"}}[{window}s]))'
+FIRED = 'max by ({by}) (max_over_time(ALERTS{{alertname="{alert}", alertstate="firing"}}[{window}s]))'
 
 
 def _until(what, seconds, condition, step=3):
@@ -34,9 +34,10 @@ def _until(what, seconds, condition, step=3):
     raise AssertionError(f"{what}: not within {seconds} s (last: {last!r})")
 
 
-def _alerts(alert, window):
+def _alerts(alert, window, by="node, id, instance"):
+    """The (node, id, instance) of every `alert` that fired in the last `window` seconds."""
     return {(r["metric"].get("node"), r["metric"].get("id"), r["metric"].get("instance"))
-            for r in schedule.query(FIRED.format(alert=alert, window=int(window)))["result"]}
+            for r in schedule.query(FIRED.format(alert=alert, window=int(window), by=by))["result"]}
 
 
 def _runs_done(h):

@@ -17,16 +17,22 @@ MARK = "--- after ---"
 pytestmark = pytest.mark.skipif(not can_sandbox(), reason="needs root and `unshare --net --mount`")
 
 
-@pytest.mark.parametrize("backend", ["nf_tables", "legacy"])
-@pytest.mark.parametrize("name", REPAIRED)
-def test_the_repair_runs_on_real_iptables_and_audits_clean(tmp_path, name, backend):
+def _planned(tmp_path, name):
+    """A kube-proxy case, its node's iptables-save and its one planned --noflush payload, as files."""
     case = Case(CASES / "kube-proxy" / name)
     host = case.host()
-    _gathered, result = case.run()
+    gathered, result = case.run()
     [action] = [a for a in result.actions if a.kind == "iptables"]
     state, payload = tmp_path / "state", tmp_path / "payload"
     state.write_text(host.commands["iptables-save"][1])
     payload.write_text(action.payload)
+    return case, host, gathered, action, state, payload
+
+
+@pytest.mark.parametrize("backend", ["nf_tables", "legacy"])
+@pytest.mark.parametrize("name", REPAIRED)
+def test_the_repair_runs_on_real_iptables_and_audits_clean(tmp_path, name, backend):
+    case, host, _before, action, state, payload = _planned(tmp_path, name)
     script = (f"iptables-restore < {shlex.quote(str(state))}\n"
               f"iptables-restore -w 5 --noflush < {shlex.quote(str(payload))}\necho '{MARK}'\niptables-save")
     proc = run_in_sandbox(script, path_prefix=legacy_iptables(tmp_path) if backend == "legacy" else None)
@@ -41,13 +47,7 @@ def test_the_repair_waits_for_another_writer_and_changes_nothing_when_it_cannot(
     """Another writer (kube-proxy's own sync) holding the xtables lock: the repair waits for it (-w 5) and then
     runs; held longer, the repair fails with iptables' own message and the table is as it was. Legacy backend,
     which takes the lock; /run is private to the sandbox."""
-    case = Case(CASES / "kube-proxy" / "stale-pod-ip")
-    host = case.host()
-    before, result = case.run()
-    [action] = [a for a in result.actions if a.kind == "iptables"]
-    state, payload = tmp_path / "state", tmp_path / "payload"
-    state.write_text(host.commands["iptables-save"][1])
-    payload.write_text(action.payload)
+    case, host, before, _action, state, payload = _planned(tmp_path, "stale-pod-ip")
     script = (f"iptables-restore < {shlex.quote(str(state))}\n"
               f"flock /run/xtables.lock sleep {held} & sleep 0.3\n"
               f"rc=0; iptables-restore -w 5 --noflush < {shlex.quote(str(payload))} || rc=$?\n"
