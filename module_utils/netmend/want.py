@@ -117,13 +117,18 @@ def _firewall(p, want):
             p += [(f"want.firewall.{k}", m) for k, m in exc.problems]
 
 
-def check_firewall(want):
-    """Validate what the firewall check reads (want.firewall), for netmend_firewalld."""
+def _validated(want, part):
+    """want, or WantError naming every bad field `part(problems, want)` found."""
     p = []
-    _firewall(p, want)
+    part(p, want)
     if p:
         raise WantError(p)
     return want
+
+
+def check_firewall(want):
+    """Validate what the firewall check reads (want.firewall), for netmend_firewalld."""
+    return _validated(want, _firewall)
 
 
 def _forward(p, want):
@@ -206,11 +211,7 @@ def _dns(p, want):
 def check_dns(want):
     """Validate what the node-dns check reads (want.dns: node_nameservers and the kubelet's DNS drop-in,
     want.dns.kubelet), for netmend_dns."""
-    p = []
-    _dns(p, want)
-    if p:
-        raise WantError(p)
-    return want
+    return _validated(want, _dns)
 
 
 def check_forward(want):
